@@ -1,0 +1,292 @@
+"""Symbolic reverse mode over a cell's equation list: one time step, element by element.
+
+The equations are normalized into a straight-line program of scalar nodes (one symbol stands for
+one element of a vector), then swept backwards: when a node is reached its adjoint is complete, so
+it is written once, and its contributions are passed to the nodes it reads. Matrix products are
+nodes of their own whose adjoints flow on structurally (``dM += d^T v``, ``dv += d M``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+
+from derive.functions import BY_CLASS, CellFunction
+from derive.spec import Cell, MatVec, prev
+
+
+@dataclass
+class Node:
+    """One assignment of the normalized step: ``name = expr``."""
+
+    name: str
+    kind: str  # "arith", "func" or "matvec"
+    expr: sympy.Expr  # arith: over symbols; func: F(symbol); matvec: MatVec(M, symbol)
+    equation: int  # 1-based index of the spec equation it came from
+    size: str  # "H" or "I"
+
+    @property
+    def reads(self) -> list[sympy.Symbol]:
+        if self.kind == "matvec":
+            return [self.expr.args[1]]
+        return sorted(self.expr.free_symbols, key=sympy.default_sort_key)
+
+
+@dataclass
+class Group:
+    """Matrix products that share an operand: computed as one product with stacked matrices."""
+
+    name: str  # the product's name in emitted code, e.g. "h_prev_W"
+    operand: str  # e.g. "x", "h_prev" or a node name
+    members: list[tuple[str, str]]  # (matvec node name, matrix name), in node order
+    matrix: str  # name of the stacked matrix in emitted code, e.g. "W_h_prev"
+    hoisted: bool  # operand is the input: one product for all steps, before the loop
+
+
+@dataclass
+class Adjoint:
+    """One backward line: ``d_<name> = expr`` (or a group's stacked adjoint)."""
+
+    name: str  # adjoint variable name, "d_..."
+    expr: sympy.Expr
+    equation: int  # spec equation whose node this adjoint belongs to (0: the step's inputs)
+    rules: tuple[str, ...] = ()  # derivative rules used, for the comment beside the line
+
+
+@dataclass
+class JacobianTerm:
+    coef: sympy.Expr  # elementwise coefficient (rows of the block)
+    matrix: str | None  # None: a diagonal term; else coef scales the rows of matrix @ J[operand]
+    operand: str | None  # operand of the product (None for a diagonal term)
+
+
+@dataclass
+class Derivation:
+    cell: Cell
+    nodes: list[Node]
+    groups: list[Group]
+    adjoints: list[Adjoint]  # the backward step, in order
+    group_adjoints: dict[str, list[sympy.Expr]]  # group -> adjoint symbol of each member (or 0)
+    param_adjoints: dict[str, sympy.Expr]  # vector parameter -> its per-step adjoint
+    param_sources: dict[str, tuple[str, int]]  # parameter -> (group, member) sharing its adjoint
+    prev_adjoints: dict[str, str]  # state -> adjoint variable of its previous value
+    input_elementwise: bool  # the input is read elementwise too (not only through products)
+    saved: list[str]  # forward values the backward step reads, in node order
+    jacobian: dict[tuple[str, str], list[JacobianTerm]]  # (s, s') -> terms of ds_t/ds'_{t-1}
+    jacobian_operands: dict[str, dict[str, list[JacobianTerm]]] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)  # made-up name -> what it stands for
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+
+class Backprop(sympy.Function):
+    """``d_G @ W_G``: a product group's stacked adjoint passed back to the group's operand."""
+
+    nargs = 1
+
+
+def d(name: str) -> sympy.Symbol:
+    return sympy.Symbol(f"d_{name}")
+
+
+class _Names:
+    """Made-up names that never collide with the spec's (or each other)."""
+
+    def __init__(self, cell: Cell):
+        self.taken = {cell.input, *cell.state, *(prev(s) for s in cell.state), *cell.order,
+                      *(t for t, _, _ in cell.equations), *cell.pack}
+
+    def new(self, base: str) -> str:
+        if base.startswith(("d_", "_")):
+            base = "v" + base.lstrip("_")
+        name, k = base, 2
+        while name in self.taken:
+            name, k = f"{base}{k}", k + 1
+        self.taken.add(name)
+        return name
+
+
+def normalize(cell: Cell) -> tuple[list[Node], list[Group]]:
+    """Split the equations into function, matrix-product and arithmetic nodes."""
+    names, nodes = _Names(cell), []
+    sizes = {cell.input: "I"}
+    groups: dict[str, Group] = {}
+
+    def size_of(expr: sympy.Expr) -> str:
+        found = {sizes.get(s.name, "H") for s in expr.free_symbols}
+        return "I" if found == {"I"} else "H"
+
+    def add(name, kind, expr, eq) -> sympy.Symbol:
+        size = "H" if kind == "matvec" else size_of(expr)
+        sizes[name] = size
+        nodes.append(Node(name, kind, expr, eq, size))
+        return sympy.Symbol(name)
+
+    def lift(expr: sympy.Expr, eq: int, target: str, base: str) -> sympy.Expr:
+        """Replace every function call and matrix product inside expr by a node's symbol."""
+        if expr.is_Atom:
+            return expr
+        if isinstance(expr, MatVec):
+            matrix, operand = expr.args
+            operand = as_symbol(lift(operand, eq, target, f"{target}_in"), eq, f"{target}_in")
+            node = names.new(f"{matrix.name}_{operand.name}")
+            group = groups.get(operand.name)
+            if group is None:
+                group = groups[operand.name] = Group(
+                    names.new(f"{operand.name}_W"), operand.name, [],
+                    names.new(f"W_{operand.name}"), operand.name == cell.input)
+            group.members.append((node, matrix.name))
+            return add(node, "matvec", MatVec(matrix, operand), eq)
+        if isinstance(expr, CellFunction):
+            fname = BY_CLASS[type(expr)].name
+            arg = lift(expr.args[0], eq, target, base)
+            arg = as_symbol(arg, eq, base)
+            return add(names.new(f"{fname}_{arg.name}"), "func", type(expr)(arg), eq)
+        return expr.func(*(lift(a, eq, target, base) for a in expr.args))
+
+    def as_symbol(expr: sympy.Expr, eq: int, base: str) -> sympy.Symbol:
+        return expr if expr.is_Symbol else add(names.new(base), "arith", expr, eq)
+
+    for k, (target, expr, _text) in enumerate(cell.equations, start=1):
+        if isinstance(expr, CellFunction):
+            arg = as_symbol(lift(expr.args[0], k, target, f"z_{target}"), k, f"z_{target}")
+            add(target, "func", type(expr)(arg), k)
+        else:
+            add(target, "arith", lift(expr, k, target, f"v_{target}"), k)
+    return nodes, list(groups.values())
+
+
+def _partials(node: Node) -> dict[sympy.Symbol, tuple[sympy.Expr, str | None]]:
+    """Partial derivative of the node by each symbol it reads, written with saved values."""
+    y = sympy.Symbol(node.name)
+    if node.kind == "func":
+        (arg,) = node.expr.args
+        rule = BY_CLASS[type(node.expr)].rule
+        return {arg: (node.expr.fdiff().subs(node.expr, y), rule)}
+    return {s: (sympy.diff(node.expr, s), None) for s in node.reads}
+
+
+def derive(cell: Cell) -> Derivation:
+    """Derive the backward step and the per-step Jacobian of a cell."""
+    nodes, groups = normalize(cell)
+    contributions: dict[str, list[sympy.Expr]] = {}
+    rules: dict[str, list[str]] = {}
+    for s in cell.state:
+        contributions[s] = [d(s)]
+    if cell.output not in cell.state:
+        contributions[cell.output] = [d(cell.output)]
+    group_of = {m: g for g in groups for m, _ in g.members}
+    adjoints: list[Adjoint] = []
+    member_adjoint: dict[str, sympy.Symbol] = {}
+    member_expr: dict[str, sympy.Expr] = {}
+
+    def complete(name: str, eq: int, alias_ok: bool = False) -> sympy.Expr | None:
+        parts = contributions.get(name)
+        if not parts:
+            return None
+        total = sympy.Add(*parts)
+        if total != d(name) and not (alias_ok and total.is_Symbol):
+            adjoints.append(Adjoint(f"d_{name}", total, eq, tuple(dict.fromkeys(rules.get(name, ())))))
+        return total
+
+    for node in reversed(nodes):
+        total = complete(node.name, node.equation, alias_ok=node.kind == "matvec")
+        if total is None:
+            continue
+        if node.kind == "matvec":
+            group = group_of[node.name]
+            member_adjoint[node.name] = total if total.is_Symbol else d(node.name)
+            member_expr[node.name] = total
+            if node.name == group.members[0][0]:
+                if not group.hoisted:
+                    contributions.setdefault(group.operand, []).append(
+                        Backprop(sympy.Symbol(group.name)))
+            continue
+        for sym, (partial, rule) in _partials(node).items():
+            if partial != 0:
+                contributions.setdefault(sym.name, []).append(d(node.name) * partial)
+                if rule:
+                    rules.setdefault(sym.name, []).append(rule)
+
+    param_adjoints = {}
+    for p in cell.vectors:
+        parts = contributions.get(p)
+        param_adjoints[p] = sympy.Add(*parts) if parts else sympy.Integer(0)
+    prev_adjoints = {}
+    for s in cell.state:
+        name = prev(s)
+        total = complete(name, 0)
+        prev_adjoints[s] = f"d_{name}" if total is not None else ""
+    input_elementwise = bool(contributions.get(cell.input))
+    if input_elementwise:
+        complete(cell.input, 0)
+
+    reads = set()
+    for a in adjoints:
+        reads |= {s.name for s in a.expr.free_symbols}
+    for g in groups:
+        reads.add(g.operand)
+    leaves = {cell.input, *(prev(s) for s in cell.state)}
+    saved = [n.name for n in nodes if n.name in reads]
+    saved += sorted(leaves & reads - {cell.input})
+    zero = sympy.Integer(0)
+    group_adjoints = {g.name: [member_adjoint.get(m, zero) for m, _ in g.members]
+                      for g in groups}
+    # a vector parameter whose adjoint equals a product's is summed from that product's stack
+    param_sources = {}
+    for p, expr in param_adjoints.items():
+        for g in groups:
+            for k, (m, _) in enumerate(g.members):
+                if m in member_expr and member_expr[m] == expr and p not in param_sources:
+                    param_sources[p] = (g.name, k)
+    jac, jac_ops = _jacobian(cell, nodes, groups)
+    return Derivation(cell, nodes, groups, adjoints, group_adjoints, param_adjoints,
+                      param_sources, prev_adjoints, input_elementwise, saved, jac, jac_ops)
+
+
+def _jacobian(cell: Cell, nodes: list[Node], groups: list[Group]):
+    """Blocks of d state_t / d state'_{t-1} as sums of diagonal and matrix terms.
+
+    Elementwise total derivatives D[n][leaf] are carried forward with matrix-product nodes and
+    previous states as leaves; then J[n][s'] = diag(D[n][s'_prev])
+    + sum over products m of diag(D[n][m]) M_m J[operand_m][s'].
+    """
+    prevs = {prev(s): s for s in cell.state}
+    total: dict[str, dict[str, sympy.Expr]] = {p: {p: sympy.Integer(1)} for p in prevs}
+    matvec = {n.name: n for n in nodes if n.kind == "matvec"}
+    for node in nodes:
+        if node.kind == "matvec":
+            total[node.name] = {node.name: sympy.Integer(1)}
+            continue
+        acc: dict[str, sympy.Expr] = {}
+        for sym, (partial, _rule) in _partials(node).items():
+            for leaf, coef in total.get(sym.name, {}).items():
+                acc[leaf] = acc.get(leaf, 0) + partial * coef
+        total[node.name] = {k: v for k, v in acc.items() if v != 0}
+
+    blocks: dict[str, dict[str, list[JacobianTerm]]] = {}
+
+    def block(name: str) -> dict[str, list[JacobianTerm]]:
+        if name in blocks:
+            return blocks[name]
+        out: dict[str, list[JacobianTerm]] = {}
+        for leaf, coef in total.get(name, {}).items():
+            if leaf in prevs:
+                out.setdefault(prevs[leaf], []).append(JacobianTerm(coef, None, None))
+                continue
+            matrix, operand = matvec[leaf].expr.args
+            if operand.name in prevs:
+                out.setdefault(prevs[operand.name], []).append(
+                    JacobianTerm(coef, matrix.name, None))
+            else:
+                for s in block(operand.name):
+                    out.setdefault(s, []).append(JacobianTerm(coef, matrix.name, operand.name))
+        blocks[name] = out
+        return out
+
+    jac = {(s, sp): block(s).get(sp, []) for s in cell.state for sp in cell.state}
+    inner = {n.expr.args[1].name for n in matvec.values()} - set(prevs) - {cell.input}
+    operands = {n: blocks[n] for n in blocks if n in inner}
+    return jac, operands

@@ -1,0 +1,117 @@
+"""The elementwise functions a cell spec may call: one table, one SymPy class each.
+
+Every class knows its derivative written with its own output (``fdiff`` returns an expression in
+``self``), so the derivation can replace ``f(z)`` by the saved activation and no ``exp`` of a
+pre-activation reaches emitted code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy
+
+
+class CellFunction(sympy.Function):
+    """Base of the spec functions: one argument, kept unevaluated."""
+
+    nargs = 1
+    latex_name = r"\operatorname{f}"
+
+    def _latex(self, printer):
+        return rf"{self.latex_name}\left({printer._print(self.args[0])}\right)"
+
+
+class Sigmoid(CellFunction):
+    latex_name = r"\sigma"
+
+    def fdiff(self, argindex=1):
+        return self * (1 - self)
+
+
+class Tanh(CellFunction):
+    latex_name = r"\tanh"
+
+    def fdiff(self, argindex=1):
+        return 1 - self**2
+
+
+class Exp(CellFunction):
+    latex_name = r"\exp"
+
+    def fdiff(self, argindex=1):
+        return self
+
+
+class Log(CellFunction):
+    latex_name = r"\log"
+
+    def fdiff(self, argindex=1):
+        return 1 / self.args[0]
+
+
+class Sqrt(CellFunction):
+    latex_name = r"\sqrt"
+
+    def fdiff(self, argindex=1):
+        return 1 / (2 * self)
+
+    def _latex(self, printer):
+        return rf"\sqrt{{{printer._print(self.args[0])}}}"
+
+
+class Positive(CellFunction):
+    """Indicator [y > 0]: the derivative of relu, written with relu's output."""
+
+    def _latex(self, printer):
+        return rf"\left[{printer._print(self.args[0])} > 0\right]"
+
+
+class Relu(CellFunction):
+    latex_name = r"\operatorname{relu}"
+
+    def fdiff(self, argindex=1):
+        return Positive(self)
+
+
+class Softplus(CellFunction):
+    latex_name = r"\operatorname{softplus}"
+
+    def fdiff(self, argindex=1):
+        return 1 - Exp(-self)
+
+
+@dataclass(frozen=True)
+class FunctionInfo:
+    """One row of the function table: the SymPy class and its NumPy/Torch implementations."""
+
+    name: str
+    cls: type
+    numpy: str  # body of the NumPy helper, in terms of ``z``
+    torch: str  # body of the Torch helper, in terms of ``z``
+    rule: str  # the derivative, as a comment beside the emitted line
+
+
+FUNCTIONS: dict[str, FunctionInfo] = {
+    f.name: f
+    for f in (
+        # tanh form: no exp, so no overflow warning however large |z| is
+        FunctionInfo("sigmoid", Sigmoid, "0.5 + 0.5 * np.tanh(0.5 * z)", "torch.sigmoid(z)",
+                     "sigmoid'(z) = s (1 - s)"),
+        FunctionInfo("tanh", Tanh, "np.tanh(z)", "torch.tanh(z)", "tanh'(z) = 1 - t^2"),
+        FunctionInfo("relu", Relu, "np.maximum(z, 0)", "torch.relu(z)", "relu'(z) = [r > 0]"),
+        FunctionInfo("exp", Exp, "np.exp(z)", "torch.exp(z)", "exp'(z) = e"),
+        FunctionInfo("log", Log, "np.log(z)", "torch.log(z)", "log'(z) = 1 / z"),
+        FunctionInfo("softplus", Softplus, "np.logaddexp(0, z)",
+                     "torch.nn.functional.softplus(z)", "softplus'(z) = 1 - exp(-s)"),
+        FunctionInfo("sqrt", Sqrt, "np.sqrt(z)", "torch.sqrt(z)", "sqrt'(z) = 1 / (2 r)"),
+    )
+}
+
+BY_CLASS: dict[type, FunctionInfo] = {f.cls: f for f in FUNCTIONS.values()}
+
+# Functions that appear only in derivatives, never in a spec: name -> (numpy, torch) helper bodies.
+DERIVATIVE_HELPERS: dict[type, tuple[str, str, str]] = {
+    Positive: ("positive", "(z > 0).astype(z.dtype)", "(z > 0).to(z.dtype)"),
+    Exp: ("exp", "np.exp(z)", "torch.exp(z)"),
+}
