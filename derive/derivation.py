@@ -188,7 +188,8 @@ def derive(cell: Cell) -> Derivation:
             return None
         total = sympy.Add(*parts)
         if total != d(name) and not (alias_ok and total.is_Symbol):
-            adjoints.append(Adjoint(f"d_{name}", total, eq, tuple(dict.fromkeys(rules.get(name, ())))))
+            used = tuple(dict.fromkeys(rules.get(name, ())))
+            adjoints.append(Adjoint(f"d_{name}", total, eq, used))
         return total
 
     for node in reversed(nodes):

@@ -128,13 +128,13 @@ class Emitter:
         return "\n\n\n".join(dict.fromkeys(out)) if out else "# (no elementwise functions)"
 
     def check(self) -> str:
-        return textwrap.dedent(f'''\
+        return textwrap.dedent('''\
         def _dims(spec, I, H):
             """('4*H', 'I') -> (4 * H, I)."""
             out = []
             for dim in spec:
                 k, _, name = dim.rpartition("*")
-                out.append((int(k) if k else 1) * {{"H": H, "I": I}}[name])
+                out.append((int(k) if k else 1) * {"H": H, "I": I}[name])
             return tuple(out)
 
 
@@ -142,38 +142,38 @@ class Emitter:
             """Validate shapes and dtypes; return (T, B, I, H)."""
             if not _is_float_array(x) or x.ndim != 3:
                 raise ValueError(f"x: expected a floating-point array of shape (T, B, I), got "
-                                 f"{{type(x).__name__}} {{getattr(x, 'shape', '')}}")
+                                 f"{type(x).__name__} {getattr(x, 'shape', '')}")
             T, B, I = x.shape
             unknown = sorted(set(params) - set(PARAMS))
             missing = [n for n in PARAMS if n not in params]
             if unknown or missing:
-                raise ValueError(f"params: unknown {{unknown}}, missing {{missing}}; "
-                                 f"expected {{list(PARAMS)}}")
+                raise ValueError(f"params: unknown {unknown}, missing {missing}; "
+                                 f"expected {list(PARAMS)}")
             first = next(iter(PARAMS))
             H = params[first].shape[0] // _dims(PARAMS[first], 1, 1)[0]
             for name, spec in PARAMS.items():
-                _check_array(f"params[{{name!r}}]", params[name], _dims(spec, I, H), x)
-            unknown = sorted(set(state0 or {{}}) - set(STATE))
+                _check_array(f"params[{name!r}]", params[name], _dims(spec, I, H), x)
+            unknown = sorted(set(state0 or {}) - set(STATE))
             if unknown:
-                raise ValueError(f"state0: unknown state(s) {{unknown}}; states are {{STATE}}")
-            for name, value in (state0 or {{}}).items():
-                _check_array(f"state0[{{name!r}}]", value, (B, H), x)
+                raise ValueError(f"state0: unknown state(s) {unknown}; states are {STATE}")
+            for name, value in (state0 or {}).items():
+                _check_array(f"state0[{name!r}]", value, (B, H), x)
             return T, B, I, H
 
 
         def _check_array(what, a, shape, like):
             if not _is_float_array(a):
-                raise ValueError(f"{{what}}: expected a floating-point array of shape {{shape}}, "
-                                 f"got {{type(a).__name__}}")
+                raise ValueError(f"{what}: expected a floating-point array of shape {shape}, "
+                                 f"got {type(a).__name__}")
             if tuple(a.shape) != tuple(shape):
-                raise ValueError(f"{{what}}: expected shape {{tuple(shape)}}, got {{tuple(a.shape)}}")
+                raise ValueError(f"{what}: expected shape {tuple(shape)}, got {tuple(a.shape)}")
             if a.dtype != like.dtype:
-                raise ValueError(f"{{what}}: dtype {{a.dtype}} differs from x's {{like.dtype}}")
+                raise ValueError(f"{what}: dtype {a.dtype} differs from x's {like.dtype}")
 
 
         def _initial(values, like, B, H):
             """Initial states (or final-state adjoints): given arrays, zeros where missing."""
-            values = values or {{}}
+            values = values or {}
             return tuple(values[n] if values.get(n) is not None else _zeros((B, H), like)
                          for n in STATE)''')
 
@@ -212,7 +212,7 @@ class Emitter:
         prevs = [prev(s) for s in c.state]
         args = [c.input] + [g.name for g in self.hoisted] + prevs + ["p"]
         lines = [f"def _forward_step({', '.join(args)}):",
-                 f'    """One step given this step\'s input products; returns (states, saved values)."""']
+                 '    """One step given this step\'s input products; returns (states, saved values)."""']
         lines.append(self._unpack_step_params())
         lines += [self._split_line(g) for g in self.hoisted]
         group_of = {m: g for g in self.groups for m, _ in g.members}

@@ -1,0 +1,116 @@
+"""The ``derive-cells`` command line.
+
+Exit status: 0 ok, 1 a check failed, 2 usage or input error (unknown cell, bad spec file).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+import derive
+from derive.spec import SpecError, builtin_cells, load_cell
+
+EMIT_TARGETS = ("numpy",)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"derive-cells: error: {message}", err=True)
+    sys.exit(2)
+
+
+class CellGroup(click.Group):
+    """A group whose first argument may be a cell instead of a command: ``derive-cells lstm``."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["emit", *args]
+        return super().parse_args(ctx, args)
+
+    def format_usage(self, ctx, formatter):
+        formatter.write_usage("derive-cells", "CELL [--emit numpy] [-o FILE]\n"
+                              "       derive-cells COMMAND [ARGS]...")
+
+
+@click.group(cls=CellGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(derive.__version__, prog_name="derive-cells")
+def main():
+    """Derive the BPTT gradients of a recurrent cell and emit code for them.
+
+    CELL is a built-in cell (see `derive-cells list`) or the path of a .toml spec file.
+
+    \b
+      derive-cells lstm                       the forward and adjoint equations, as text
+      derive-cells lstm --emit numpy          a standalone NumPy module on stdout
+      derive-cells my_cell.toml --emit numpy -o my_cell_bptt.py
+
+    Exit status: 0 ok, 1 a check failed, 2 usage or input error.
+    """
+
+
+def _load(cell: str):
+    try:
+        return load_cell(cell)
+    except SpecError as exc:
+        _fail(str(exc))
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write text to path through a temporary file, so a failure leaves no partial file."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@main.command("emit", hidden=True)
+@click.argument("cell")
+@click.option("--emit", "target", type=click.Choice(EMIT_TARGETS), default=None,
+              help="Emit a standalone module for this library (default: print the derivation).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
+              help="Write to FILE instead of stdout.")
+def emit_command(cell: str, target: str | None, output: str | None):
+    """Print a cell's derivation, or emit its forward/backward module."""
+    from derive.derivation import derive as run_derivation
+
+    spec = _load(cell)
+    deriv = run_derivation(spec)
+    if target is None:
+        from derive.text import derivation_text
+
+        text = derivation_text(deriv)
+    else:
+        from derive.emit import emit
+
+        text = emit(deriv, target, command=f"derive-cells {cell} --emit {target}")
+    if output:
+        try:
+            write_atomic(output, text)
+        except OSError as exc:
+            _fail(f"cannot write {output}: {exc.strerror or exc}")
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command("list")
+def list_command():
+    """List the built-in cells with their titles."""
+    import tomllib
+
+    for name, path in builtin_cells().items():
+        title = tomllib.loads(path.read_text(encoding="utf-8")).get("title", "")
+        click.echo(f"{name:<16} {title}")
+
+
+if __name__ == "__main__":
+    main()

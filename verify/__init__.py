@@ -1,0 +1,1 @@
+"""Verification of emitted code against autograd and finite differences."""
