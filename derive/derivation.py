@@ -225,8 +225,8 @@ def derive(cell: Cell) -> Derivation:
         complete(cell.input, 0)
 
     reads = set()
-    for a in adjoints:
-        reads |= {s.name for s in a.expr.free_symbols}
+    for e in [a.expr for a in adjoints] + list(param_adjoints.values()):
+        reads |= {s.name for s in e.free_symbols}
     for g in groups:
         reads.add(g.operand)
     leaves = {cell.input, *(prev(s) for s in cell.state)}

@@ -321,7 +321,9 @@ class Emitter:
         lines = ["def backward(d_outputs, d_state_T, cache):",
                  '    """d_outputs: (T, B, H) or None; d_state_T: {name: (B, H)} or None.',
                  '    Returns (d_x (T, B, I), d_state0 {name: (B, H)}, d_params {name: array})."""',
-                 '    x, p, step = cache["x"], cache["params"], cache["step"]',
+                 '    x, step = cache["x"], cache["step"]',
+                 '    p = cache["params"]' if self.hoisted or any(
+                     q not in d.param_sources and q not in self.own for q in c.vectors) else "",
                  '    states, values = cache["states"], cache["values"]',
                  "    T, B, I = x.shape",
                  f"    H = states[{c.state[0]!r}].shape[-1]",
@@ -397,7 +399,7 @@ class Emitter:
                   "_cat([g[b] for b in blocks], axis=0)",
                   "                for name, blocks in BLOCKS.items()}",
                   "    return d_x, dict(zip(STATE, d_state)), d_params"]
-        return "\n".join(lines)
+        return "\n".join(line for line in lines if line)
 
     def step_api(self) -> str:
         return textwrap.dedent('''\
@@ -418,25 +420,7 @@ class Emitter:
 
     def jacobian(self) -> str:
         c, d = self.cell, self.d
-        lines = ["def step_jacobian(x_t, state, params):",
-                 '    """Per-step Jacobian blocks d s_t / d s\'_{t-1} at one step:',
-                 "    {(s, s_prev_name): (B, H, H)}; row k of a block is element k of s_t.\"\"\"",
-                 "    _, cache = step_forward(x_t, state, params)",
-                 '    p, states, values = cache["params"], cache["states"], cache["values"]']
-        for v in self.values:
-            lines.append(f"    {v} = values[{v!r}][0]")
-        for s in c.state:
-            lines.append(f"    {prev(s)} = states[{s!r}][0]")
         like = prev(c.state[0])
-        needed = set()
-        for terms in [*d.jacobian.values(),
-                      *(t for b in d.jacobian_operands.values() for t in b.values())]:
-            for term in terms:
-                needed |= {s.name for s in sympy.sympify(term.coef).free_symbols}
-                if term.matrix:
-                    needed.add(term.matrix)
-        for name in sorted(needed & set(c.params)):
-            lines.append(f"    {name} = p[{name!r}]")
 
         def block(terms: list[JacobianTerm], sp: str) -> str:
             if not terms:
@@ -450,17 +434,52 @@ class Emitter:
                     parts.append(f"_rows({coef}, {term.matrix}, {like})")
                 else:
                     parts.append(f"_rows({coef}, {term.matrix}, {like}) @ J_{term.operand}_{sp}")
-            return "\n        + ".join(parts)
+            if len(parts) == 1:
+                return parts[0]
+            return "(" + "\n            + ".join(parts) + ")"
 
-        for operand, blocks in d.jacobian_operands.items():
-            for sp in c.state:
-                lines.append(f"    J_{operand}_{sp} = {block(blocks.get(sp, []), sp)}")
-        lines.append("    return {")
-        for (s, sp), terms in d.jacobian.items():
-            lines.append(f"        ({s!r}, {sp!r}): {block(terms, sp)},".replace(
-                "\n        +", "\n            +"))
-        lines.append("    }")
-        return "\n".join(lines)
+        # operand blocks, innermost first, only those a state's block refers to
+        needed_ops, order = set(), []
+
+        def visit(terms):
+            for term in terms:
+                if term.operand and term.operand not in needed_ops:
+                    needed_ops.add(term.operand)
+                    for sub in d.jacobian_operands[term.operand].values():
+                        visit(sub)
+                    order.append(term.operand)
+
+        for terms in d.jacobian.values():
+            visit(terms)
+        used_terms = [*d.jacobian.values(),
+                      *(t for o in order for t in d.jacobian_operands[o].values())]
+        body = [f"    J_{o}_{sp} = {block(d.jacobian_operands[o].get(sp, []), sp)}"
+                for o in order for sp in c.state]
+        body = [line for line in body
+                if line.split(" = ")[0].strip() in "\n".join(body[body.index(line) + 1:])
+                + "".join(block(t, sp) for (_, sp), t in d.jacobian.items())]
+        body += ["    return {"]
+        body += [f"        ({s!r}, {sp!r}): {block(terms, sp)},"
+                 for (s, sp), terms in d.jacobian.items()]
+        body += ["    }"]
+        text = "\n".join(body)
+        needed = {like}
+        for terms in used_terms:
+            for term in terms:
+                needed |= {s.name for s in sympy.sympify(term.coef).free_symbols}
+                if term.matrix:
+                    needed.add(term.matrix)
+        lines = ["def step_jacobian(x_t, state, params):",
+                 '    """Per-step Jacobian blocks d s_t / d s\'_{t-1} at one step:',
+                 "    {(s, s_prev_name): (B, H, H)}; row k of a block is element k of s_t.\"\"\"",
+                 "    _, cache = step_forward(x_t, state, params)",
+                 '    states, values = cache["states"], cache["values"]']
+        if needed & set(c.params):
+            lines.append('    p = cache["params"]')
+        lines += [f"    {v} = values[{v!r}][0]" for v in self.values if v in needed]
+        lines += [f"    {prev(s)} = states[{s!r}][0]" for s in c.state if prev(s) in needed]
+        lines += [f"    {n} = p[{n!r}]" for n in sorted(needed & set(c.params))]
+        return "\n".join(lines) + "\n" + text
 
 
 def emit(deriv: Derivation, target: str = "numpy", command: str | None = None) -> str:

@@ -1,0 +1,84 @@
+"""A direct Torch evaluation of a spec's forward equations, for autograd to differentiate.
+
+It reads only the parsed spec (the SymPy expression of each equation) and walks it with Torch
+operations; it shares nothing with the derivation or the emitted modules, so it is an
+independent reference for them.
+"""
+
+from __future__ import annotations
+
+import sympy
+import torch
+
+from derive.functions import Exp, Log, Relu, Sigmoid, Softplus, Sqrt, Tanh
+from derive.spec import Cell, MatVec
+
+TORCH_FUNCTIONS = {
+    Sigmoid: torch.sigmoid,
+    Tanh: torch.tanh,
+    Relu: torch.relu,
+    Exp: torch.exp,
+    Log: torch.log,
+    Softplus: torch.nn.functional.softplus,
+    Sqrt: torch.sqrt,
+}
+
+
+def _evaluate(expr: sympy.Expr, env: dict[str, torch.Tensor]):
+    if expr.is_Symbol:
+        return env[expr.name]
+    if expr.is_Number:
+        return float(expr)
+    if isinstance(expr, MatVec):
+        matrix, operand = expr.args
+        return _evaluate(operand, env) @ env[matrix.name].T
+    if type(expr) in TORCH_FUNCTIONS:
+        return TORCH_FUNCTIONS[type(expr)](_evaluate(expr.args[0], env))
+    args = [_evaluate(a, env) for a in expr.args]
+    if expr.is_Add:
+        out = args[0]
+        for a in args[1:]:
+            out = out + a
+        return out
+    if expr.is_Mul:
+        out = args[0]
+        for a in args[1:]:
+            out = out * a
+        return out
+    if expr.is_Pow:
+        return args[0] ** args[1]
+    raise TypeError(f"cannot evaluate {type(expr).__name__} in {expr}")
+
+
+def unpack(cell: Cell, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Packed parameters (as in the emitted PARAMS) -> per-equation blocks."""
+    out = {}
+    packed = {m for members in cell.pack.values() for m in members}
+    for name, members in cell.pack.items():
+        out.update(zip(members, torch.chunk(params[name], len(members), dim=0), strict=True))
+    out.update({n: params[n] for n in cell.params if n not in packed})
+    return out
+
+
+def step(cell: Cell, x_t: torch.Tensor, state: dict[str, torch.Tensor],
+         blocks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One step: every equation's value, given x_t (B, I) and the previous states (B, H)."""
+    env = dict(blocks)
+    env[cell.input] = x_t
+    env.update({f"{s}_prev": v for s, v in state.items()})
+    values = {}
+    for target, expr, _text in cell.equations:
+        values[target] = env[target] = _evaluate(expr, env)
+    return values
+
+
+def run(cell: Cell, x: torch.Tensor, state0: dict[str, torch.Tensor],
+        params: dict[str, torch.Tensor]):
+    """x: (T, B, I) -> (outputs (T, B, H), final states {name: (B, H)})."""
+    blocks = unpack(cell, params)
+    state, outputs = dict(state0), []
+    for t in range(x.shape[0]):
+        values = step(cell, x[t], state, blocks)
+        state = {s: values[s] for s in cell.state}
+        outputs.append(values[cell.output])
+    return torch.stack(outputs), state
