@@ -32,8 +32,8 @@ class CellGroup(click.Group):
         return super().parse_args(ctx, args)
 
     def format_usage(self, ctx, formatter):
-        formatter.write_usage("derive-cells", "CELL [--emit numpy] [-o FILE]\n"
-                              "       derive-cells COMMAND [ARGS]...")
+        formatter.write("Usage: derive-cells CELL [--emit numpy] [-o FILE]\n"
+                        "       derive-cells COMMAND [ARGS]...\n")
 
 
 @click.group(cls=CellGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -72,14 +72,20 @@ def write_atomic(path: str, text: str) -> None:
         raise
 
 
-@main.command("emit", hidden=True)
+@main.command("emit")
 @click.argument("cell")
 @click.option("--emit", "target", type=click.Choice(EMIT_TARGETS), default=None,
               help="Emit a standalone module for this library (default: print the derivation).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
               help="Write to FILE instead of stdout.")
 def emit_command(cell: str, target: str | None, output: str | None):
-    """Print a cell's derivation, or emit its forward/backward module."""
+    """Print a cell's derivation, or emit its forward/backward module.
+
+    `derive-cells CELL ...` is short for `derive-cells emit CELL ...`. CELL is a built-in cell
+    (`derive-cells list`) or the path of a .toml spec file. Without --emit, prints the
+    normalized forward step, the adjoint of every node, the parameter gradients and the
+    per-step Jacobian as text.
+    """
     from derive.derivation import derive as run_derivation
 
     spec = _load(cell)
