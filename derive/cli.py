@@ -6,6 +6,7 @@ Exit status: 0 ok, 1 a check failed, 2 usage or input error (unknown cell, bad s
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -15,7 +16,7 @@ import click
 import derive
 from derive.spec import SpecError, builtin_cells, load_cell
 
-EMIT_TARGETS = ("numpy",)
+EMIT_TARGETS = ("numpy", "torch")
 
 
 def _fail(message: str) -> None:
@@ -32,7 +33,7 @@ class CellGroup(click.Group):
         return super().parse_args(ctx, args)
 
     def format_usage(self, ctx, formatter):
-        formatter.write("Usage: derive-cells CELL [--emit numpy] [-o FILE]\n"
+        formatter.write("Usage: derive-cells CELL [--emit numpy|torch] [-o FILE]\n"
                         "       derive-cells COMMAND [ARGS]...\n")
 
 
@@ -97,7 +98,7 @@ def emit_command(cell: str, target: str | None, output: str | None):
     else:
         from derive.emit import emit
 
-        text = emit(deriv, target, command=f"derive-cells {cell} --emit {target}")
+        text = emit(deriv, target, command=f"derive-cells {shlex.quote(cell)} --emit {target}")
     if output:
         try:
             write_atomic(output, text)

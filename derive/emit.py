@@ -20,6 +20,12 @@ from derive.spec import prev
 from derive.targets import TARGETS, Target
 
 
+def _docstring_safe(text: str) -> str:
+    """One line that cannot end the module docstring or start an escape inside it."""
+    text = " ".join(text.split())
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def _tuple(items) -> str:
     items = list(items)
     return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
@@ -84,17 +90,18 @@ class Emitter:
     def module(self) -> str:
         parts = [self.header(), self.constants(), self.functions(), self.t.helpers.strip("\n"),
                  self.check(), self.prepare(), self.forward_step(), self.backward_step(),
-                 self.forward(), self.backward(), self.step_api(), self.jacobian()]
-        return "\n\n\n".join(p.rstrip() for p in parts) + "\n"
+                 self.forward(), self.backward(), self.t.api.strip("\n"), self.step_api(),
+                 self.jacobian()]
+        return "\n\n\n".join(p.rstrip() for p in parts if p) + "\n"
 
     def header(self) -> str:
         c = self.cell
         eqs = "\n".join(f"    ({k}) {t} = {text}" for k, (t, _, text) in
                         enumerate(c.equations, start=1))
-        title = c.title.replace("\\", "\\\\").replace('"""', "'''")
+        title = _docstring_safe(c.title)
         return (f'"""{c.name}: {title}.\n\n'
                 f"Forward pass and BPTT backward pass in {self.t.title}, emitted by derive-cells "
-                f"{derive.__version__}.\nRegenerate with:  {self.command}\n\n"
+                f"{derive.__version__}.\nRegenerate with:  {_docstring_safe(self.command)}\n\n"
                 f"One step (every name is a vector of the hidden size H; {c.input} has size I; "
                 f"'*' is elementwise):\n{eqs}\n\n"
                 f"Arrays are time-major: {c.input} (T, B, I), outputs (T, B, H), states (B, H).\n"
@@ -288,7 +295,7 @@ class Emitter:
     def forward(self) -> str:
         c = self.cell
         out_state = c.output in c.state
-        lines = ["def forward(x, state0, params):",
+        lines = [f"def {self.t.core}forward(x, state0, params):",
                  '    """x: (T, B, I). state0: {name: (B, H)}; a missing name starts at zeros.',
                  "    params: {name: array}, names and shapes as in PARAMS.",
                  '    Returns (outputs (T, B, H), state_T {name: (B, H)}, cache)."""',
@@ -318,7 +325,7 @@ class Emitter:
 
     def backward(self) -> str:
         c, d = self.cell, self.d
-        lines = ["def backward(d_outputs, d_state_T, cache):",
+        lines = [f"def {self.t.core}backward(d_outputs, d_state_T, cache):",
                  '    """d_outputs: (T, B, H) or None; d_state_T: {name: (B, H)} or None.',
                  '    Returns (d_x (T, B, I), d_state0 {name: (B, H)}, d_params {name: array})."""',
                  '    x, step = cache["x"], cache["step"]',
@@ -483,7 +490,7 @@ class Emitter:
 
 
 def emit(deriv: Derivation, target: str = "numpy", command: str | None = None) -> str:
-    """Source text of the emitted module for a target ("numpy")."""
+    """Source text of the emitted module for a target ("numpy" or "torch")."""
     if command is None:
         command = f"derive-cells {deriv.cell.source} --emit {target}"
     return Emitter(deriv, TARGETS[target], command).module()

@@ -25,7 +25,7 @@ MAX_DEPTH = 40
 MAX_EXPONENT = 16
 RESERVED_PREFIXES = ("_", "d_")  # internals of the derivation and of emitted code
 TOP_KEYS = {"name", "title", "input", "state", "output", "equations", "pack", "latex"}
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 class SpecError(ValueError):
@@ -78,7 +78,7 @@ def prev(name: str) -> str:
 
 
 def _check_name(source: str, name: object, what: str, equation: str | None = None) -> str:
-    if not isinstance(name, str) or not _NAME.match(name) or keyword.iskeyword(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or keyword.iskeyword(name):
         raise SpecError(source, f"{what} {name!r} is not a valid name (letters, digits, _)",
                         equation)
     if name.startswith(RESERVED_PREFIXES):
@@ -105,7 +105,12 @@ class _Builder:
         handler = self._HANDLERS.get(type(node))
         if handler is None:
             self.fail(f"{_describe(node)} is not allowed in an equation")
-        return handler(self, node, depth + 1)
+        expr = handler(self, node, depth + 1)
+        if expr.has(*_NOT_FINITE):
+            self.fail("division by zero or an infinite value")
+        if any(abs(n) > MAX_CONSTANT for n in expr.atoms(sympy.Number)):
+            self.fail(f"a constant is larger than {MAX_CONSTANT:.0e}")
+        return expr
 
     def _constant(self, node: ast.Constant, depth: int) -> sympy.Expr:
         value = node.value
@@ -128,8 +133,9 @@ class _Builder:
         """Record a free name's role; a name read before its equation is an error."""
         if name in self.known:
             if kind == "matrix":
-                self.fail(f"'{name}' is computed by the cell; the left side of @ must be a "
-                          "learned matrix")
+                role = "the input" if name == self.names["input"] else (
+                    "a previous state" if name.endswith("_prev") else "computed by the cell")
+                self.fail(f"'{name}' is {role}; the left side of @ must be a learned matrix")
             return
         _check_name(self.source, name, "name", self.target)
         if name in self.names["targets"]:
@@ -154,9 +160,12 @@ class _Builder:
             exponent = _numeric(node.right)
             if exponent is None:
                 self.fail("the exponent of ** must be a number")
-            if abs(exponent) > MAX_EXPONENT:
+            if not abs(exponent) <= MAX_EXPONENT:
                 self.fail(f"exponent {exponent} is larger than {MAX_EXPONENT}")
-            return self.build(node.left, depth) ** sympy.Rational(repr(exponent))
+            base = self.build(node.left, depth)
+            if base.is_number:
+                self.fail("a number raised to a power: write its value instead")
+            return base ** sympy.Rational(repr(exponent))
         combine = _ARITH.get(op)
         if combine is None:
             self.fail(f"operator {type(node.op).__name__} is not allowed")
@@ -212,17 +221,22 @@ class _Builder:
                  ast.UnaryOp: _unary, ast.Call: _call}
 
 
+_NOT_FINITE = (sympy.zoo, sympy.oo, -sympy.oo, sympy.nan)
+MAX_CONSTANT = 10**300
+
 _ARITH = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
           ast.Mult: lambda a, b: a * b, ast.Div: lambda a, b: a / b}
 
 
 def _numeric(node: ast.AST) -> float | None:
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        inner = _numeric(node.operand)
-        return None if inner is None else (-inner if isinstance(node.op, ast.USub) else inner)
+    """The value of a signed number literal (any number of signs), else None."""
+    sign = 1
+    while isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        sign = -sign if isinstance(node.op, ast.USub) else sign
+        node = node.operand
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) \
             and not isinstance(node.value, bool):
-        return node.value
+        return sign * node.value
     return None
 
 
@@ -241,11 +255,18 @@ def _parse_equation(source: str, target: str, text: object) -> ast.AST:
     if len(text) > MAX_EQUATION_CHARS:
         raise SpecError(source, f"longer than {MAX_EQUATION_CHARS} characters", target)
     try:
-        return ast.parse(text.strip(), mode="eval").body
+        tree = ast.parse(text.strip(), mode="eval").body
     except SyntaxError as exc:
         raise SpecError(source, f"syntax error: {exc.msg} in {text!r}", target) from None
     except (ValueError, RecursionError, MemoryError) as exc:
         raise SpecError(source, f"cannot parse {text!r}: {exc}", target) from None
+    stack = [(tree, 1)]  # depth checked without recursion, before anything walks the tree
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise SpecError(source, f"expression nested deeper than {MAX_DEPTH} levels", target)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return tree
 
 
 def _require(data: dict, key: str, kind: type, source: str):
@@ -263,7 +284,7 @@ def cell_from_dict(data: dict, source: str) -> Cell:
         raise SpecError(source, f"unknown key(s) {', '.join(unknown)}; "
                         f"allowed: {', '.join(sorted(TOP_KEYS))}")
     name = _require(data, "name", str, source)
-    if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", name):
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
         raise SpecError(source, f"cell name {name!r} must be 1-64 letters, digits, '_', '-', '.'")
     title = data.get("title", name)
     if not isinstance(title, str):
@@ -304,7 +325,7 @@ def cell_from_dict(data: dict, source: str) -> Cell:
         if builder.size(expr) != "H":
             raise SpecError(source, "must be a hidden-size vector (involve a state, a learned "
                             "vector or a matrix product)", t)
-        built.append((t, expr, equations[t].strip()))
+        built.append((t, expr, ast.unparse(tree)))  # canonical text: no comments, one line
         known.add(t)
     vectors = [n for n in names["order"] if names["kinds"][n] == "vector"]
     cell = Cell(name=name, title=title, source=source, input=inp, state=state, output=output,
@@ -326,10 +347,11 @@ def _check_pack(pack: object, cell: Cell, source: str) -> dict[str, tuple[str, .
     taken = {cell.input, *cell.state, *(t for t, _, _ in cell.equations)}
     for key, members in pack.items():
         _check_name(source, key, "packed parameter")
-        if key in taken or (key in params and list(members) != [key]):
-            raise SpecError(source, f"packed name '{key}' is already used by the cell")
-        if not isinstance(members, list) or not members:
+        if not isinstance(members, list) or not members \
+                or not all(isinstance(m, str) for m in members):
             raise SpecError(source, f"[pack] {key} must be a non-empty list of parameter names")
+        if key in taken or (key in params and members != [key]):
+            raise SpecError(source, f"packed name '{key}' is already used by the cell")
         for m in members:
             if m not in params:
                 raise SpecError(source, f"[pack] {key} lists {m!r}, which is not a parameter "
@@ -365,8 +387,11 @@ def load_cell(name_or_path: str) -> Cell:
         if not (name_or_path.endswith(".toml") or path.is_file()):
             raise SpecError(source, f"unknown cell; built-in cells: {', '.join(builtins)} "
                             "(or give the path of a .toml spec file)")
+    if path.exists() and not path.is_file():
+        raise SpecError(source, "not a regular file")
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:
         raise SpecError(source, f"cannot read the spec file: {exc.strerror or exc}") from None
     if len(raw) > MAX_SPEC_BYTES:
@@ -377,4 +402,6 @@ def load_cell(name_or_path: str) -> Cell:
         raise SpecError(source, "spec file is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(source, f"not valid TOML: {exc}") from None
+    except RecursionError:
+        raise SpecError(source, "not valid TOML: nested too deeply") from None
     return cell_from_dict(data, source)

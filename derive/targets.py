@@ -15,6 +15,8 @@ class Target:
     title: str
     imports: str
     helpers: str  # array helpers, in the module's own library
+    core: str = ""  # prefix of the sequence functions the public API wraps ("" = none)
+    api: str = ""  # the public forward/backward, when they wrap the core ones
 
 
 NUMPY = Target(
@@ -59,4 +61,85 @@ def _diag(coef, like):
 ''',
 )
 
-TARGETS = {t.name: t for t in (NUMPY,)}
+TORCH = Target(
+    name="torch",
+    title="PyTorch",
+    imports="import torch",
+    core="_",
+    helpers='''
+def _is_float_array(a):
+    return isinstance(a, torch.Tensor) and a.dtype.is_floating_point
+
+
+def _empty(shape, like):
+    return torch.empty(shape, dtype=like.dtype, device=like.device)
+
+
+def _zeros(shape, like):
+    return torch.zeros(shape, dtype=like.dtype, device=like.device)
+
+
+def _cat(arrays, axis=-1):
+    return torch.cat(arrays, dim=axis)
+
+
+def _split(a, k, axis=-1):
+    """k equal blocks of a along axis (views)."""
+    return torch.chunk(a, k, dim=axis)
+
+
+def _sum(a):
+    """Sum over time and batch: (T, B, n) -> (n,)."""
+    return a.sum(dim=(0, 1))
+
+
+def _rows(coef, m, like):
+    """diag(coef) @ m for every batch row: (B, H) x (H, n) -> (B, H, n)."""
+    return (coef + 0 * like)[:, :, None] * m
+
+
+def _diag(coef, like):
+    """diag(coef) for every batch row: (B, H) -> (B, H, H)."""
+    eye = torch.eye(like.shape[-1], dtype=like.dtype, device=like.device)
+    return (coef + 0 * like)[:, :, None] * eye
+''',
+    api='''
+class CellFunction(torch.autograd.Function):
+    """The whole sequence as one autograd node; its backward is the derived backward above."""
+
+    @staticmethod
+    def forward(ctx, x, given, box, *tensors):
+        state0 = dict(zip(given, tensors[:len(given)]))
+        params = dict(zip(PARAMS, tensors[len(given):]))
+        outputs, state_T, cache = _forward(x, state0, params)
+        ctx.given, ctx.cache, box["cache"] = given, cache, cache
+        return (outputs, *(state_T[n].clone() for n in STATE))
+
+    @staticmethod
+    def backward(ctx, d_outputs, *d_state_T):
+        d_x, d_state0, d_params = _backward(d_outputs, dict(zip(STATE, d_state_T)), ctx.cache)
+        return (d_x, None, None, *(d_state0[n] for n in ctx.given),
+                *(d_params[n] for n in PARAMS))
+
+
+def forward(x, state0, params):
+    """x: (T, B, I). state0: {name: (B, H)}; a missing name starts at zeros.
+    params: {name: tensor}, names and shapes as in PARAMS. Differentiable: loss.backward()
+    runs the derived backward. Returns (outputs (T, B, H), state_T {name: (B, H)}, cache)."""
+    state0 = {n: v for n, v in (state0 or {}).items() if v is not None}
+    _check(x, state0, params)
+    given, box = tuple(n for n in STATE if n in state0), {}
+    outputs, *final = CellFunction.apply(x, given, box, *(state0[n] for n in given),
+                                         *(params[n] for n in PARAMS))
+    return outputs, dict(zip(STATE, final)), box["cache"]
+
+
+def backward(d_outputs, d_state_T, cache):
+    """d_outputs: (T, B, H) or None; d_state_T: {name: (B, H)} or None.
+    Returns (d_x (T, B, I), d_state0 {name: (B, H)}, d_params {name: tensor})."""
+    with torch.no_grad():
+        return _backward(d_outputs, d_state_T, cache)
+''',
+)
+
+TARGETS = {t.name: t for t in (NUMPY, TORCH)}

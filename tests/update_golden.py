@@ -12,7 +12,7 @@ from derive.emit import emit  # noqa: E402
 from derive.spec import builtin_cells, load_cell  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "golden"
-TARGETS = ("numpy",)
+TARGETS = ("numpy", "torch")
 
 
 def golden_path(cell: str, target: str) -> Path:

@@ -1,11 +1,11 @@
-"""Emitted NumPy modules: finite differences, Jacobians, dtypes, extremes, bad input, step API."""
+"""Emitted modules: finite differences, Jacobians, dtypes, extremes, bad input, step API."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from conftest import BUILTINS, random_params, rel_error
+from conftest import BUILTINS, TARGETS, random_params, rel_error
 from reference import simplified_gru_step
 
 TORCH_CELLS = {
@@ -32,9 +32,10 @@ def _loss(mod, x, state0, params, d_out, d_T) -> float:
 
 
 @pytest.mark.parametrize("cell", BUILTINS)
-def test_central_finite_differences(emitted, cell):
+@pytest.mark.parametrize("target", TARGETS)
+def test_central_finite_differences(runner, target, cell):
     """Every element of every gradient against central differences of the module's own forward."""
-    mod = emitted(cell)
+    mod = runner(cell, target)
     params, x, state0, d_out, d_T = _problem(mod)
     _, _, cache = mod.forward(x, state0, params)
     d_x, d_s0, d_p = mod.backward(d_out, d_T, cache)
@@ -54,8 +55,9 @@ def test_central_finite_differences(emitted, cell):
 
     if cell == "rnn_relu":  # keep away from relu's kink, where differences are meaningless
         _, _, c = mod.forward(x, state0, params)
+        h_prev = np.asarray(c["states"]["h"][:-1])
         z = (x @ params["weight_ih"].T + params["bias_ih"] + params["bias_hh"]
-             + c["states"]["h"][:-1] @ params["weight_hh"].T)
+             + h_prev @ params["weight_hh"].T)
         assert np.min(np.abs(z)) > 1e3 * eps
     assert rel_error(d_x, numeric(x)) < 1e-7
     for n in mod.STATE:
@@ -65,8 +67,9 @@ def test_central_finite_differences(emitted, cell):
 
 
 @pytest.mark.parametrize("cell", BUILTINS)
-def test_step_jacobian_against_autograd(emitted, cell):
-    mod = emitted(cell)
+@pytest.mark.parametrize("target", TARGETS)
+def test_step_jacobian_against_autograd(runner, target, cell):
+    mod = runner(cell, target)
     B, I, H = 3, 4, 5
     params, x, state0, _, _ = _problem(mod, T=1, B=B, I=I, H=H, seed=11)
     jac = mod.step_jacobian(x[0], state0, params)
@@ -98,8 +101,9 @@ def test_step_jacobian_against_autograd(emitted, cell):
 
 
 @pytest.mark.parametrize("cell", BUILTINS)
-def test_step_api_agrees_with_sequence_api(emitted, cell):
-    mod = emitted(cell)
+@pytest.mark.parametrize("target", TARGETS)
+def test_step_api_agrees_with_sequence_api(runner, target, cell):
+    mod = runner(cell, target)
     params, x, state0, d_out, d_T = _problem(mod, T=1, seed=5)
     out, s_T, cache = mod.forward(x, state0, params)
     new, saved = mod.step_forward(x[0], state0, params)
@@ -116,8 +120,9 @@ def test_step_api_agrees_with_sequence_api(emitted, cell):
 
 
 @pytest.mark.parametrize("cell", BUILTINS)
-def test_float32_stays_float32_and_agrees_with_float64(emitted, cell):
-    mod = emitted(cell)
+@pytest.mark.parametrize("target", TARGETS)
+def test_float32_stays_float32_and_agrees_with_float64(runner, target, cell):
+    mod = runner(cell, target)
     p64, x64, s64, d64, dT64 = _problem(mod, T=6, B=3, I=5, H=8, seed=2)
     as32 = lambda tree: {k: v.astype(np.float32) for k, v in tree.items()}  # noqa: E731
     out32, sT32, cache32 = mod.forward(x64.astype(np.float32), as32(s64), as32(p64))
@@ -134,9 +139,10 @@ def test_float32_stays_float32_and_agrees_with_float64(emitted, cell):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("cell", BUILTINS)
-def test_extreme_preactivations_are_finite_and_silent(emitted, cell, dtype):
+@pytest.mark.parametrize("target", TARGETS)
+def test_extreme_preactivations_are_finite_and_silent(runner, target, cell, dtype):
     """Weights x40 and inputs x10 saturate every gate: no overflow or invalid warning."""
-    mod = emitted(cell)
+    mod = runner(cell, target)
     rng = np.random.default_rng(4)
     T, B, I, H = 8, 4, 6, 10
     params = random_params(mod, I, H, rng, dtype, scale=40.0)
@@ -154,8 +160,9 @@ def test_extreme_preactivations_are_finite_and_silent(emitted, cell, dtype):
         assert rel_error(out, ref) < (1e-12 if dtype == np.float64 else 1e-5)
 
 
-def test_bad_inputs_raise_value_error_naming_the_array(emitted):
-    mod = emitted("lstm")
+@pytest.mark.parametrize("target", TARGETS)
+def test_bad_inputs_raise_value_error_naming_the_array(runner, target):
+    mod = runner("lstm", target)
     params, x, state0, _, _ = _problem(mod, T=2, B=2, I=3, H=4)
 
     def raises(match, *args):
@@ -166,7 +173,8 @@ def test_bad_inputs_raise_value_error_naming_the_array(emitted):
            {**params, "weight_hh": np.zeros((16, 5))})
     raises(r"params\['weight_ih'\]: expected shape \(16, 2\), got \(16, 3\)", x[:, :, :2],
            state0, params)
-    raises(r"params\['bias_ih'\]: dtype float32 differs from x's float64", x, state0,
+    raises(r"params\['bias_ih'\]: dtype (torch\.)?float32 differs from x's (torch\.)?float64",
+           x, state0,
            {**params, "bias_ih": params["bias_ih"].astype(np.float32)})
     raises(r"state0\['c'\]: expected shape \(2, 4\), got \(3, 4\)", x,
            {**state0, "c": np.zeros((3, 4))}, params)
@@ -179,12 +187,13 @@ def test_bad_inputs_raise_value_error_naming_the_array(emitted):
     out, _, cache = mod.forward(x, state0, params)
     with pytest.raises(ValueError, match=r"d_outputs: expected shape \(2, 2, 4\)"):
         mod.backward(out[:1], None, cache)
-    with pytest.raises(ValueError, match=r"d_state_T\['h'\]: dtype float32"):
+    with pytest.raises(ValueError, match=r"d_state_T\['h'\]: dtype (torch\.)?float32"):
         mod.backward(None, {"h": np.zeros((2, 4), np.float32)}, cache)
 
 
-def test_missing_state_starts_at_zero(emitted):
-    mod = emitted("lstm")
+@pytest.mark.parametrize("target", TARGETS)
+def test_missing_state_starts_at_zero(runner, target):
+    mod = runner("lstm", target)
     params, x, _, _, _ = _problem(mod)
     a = mod.forward(x, None, params)[0]
     b = mod.forward(x, {"h": np.zeros((2, 4))}, params)[0]

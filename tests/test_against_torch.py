@@ -1,11 +1,11 @@
-"""Emitted NumPy modules against PyTorch's own modules (and autograd) in float64."""
+"""Emitted modules (NumPy and Torch) against PyTorch's own modules and autograd, float64."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from conftest import random_params, rel_error
+from conftest import TARGETS, random_params, rel_error
 from reference import simplified_gru
 
 TORCH_MODULES = {
@@ -50,8 +50,9 @@ def _run_torch(cell, module, x, state0, params, d_out, d_state_T):
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}B{}I{}H{}".format(*s))
 @pytest.mark.parametrize("cell", ["rnn", "rnn_relu", "lstm", "gru", "simplified_gru"])
-def test_forward_and_gradients_match_torch(emitted, cell, shape):
-    mod = emitted(cell)
+@pytest.mark.parametrize("target", TARGETS)
+def test_forward_and_gradients_match_torch(runner, target, cell, shape):
+    mod = runner(cell, target)
     T, B, I, H = shape
     rng = np.random.default_rng(sum(shape) + len(cell))
     params = random_params(mod, I, H, rng)
@@ -75,9 +76,10 @@ def test_forward_and_gradients_match_torch(emitted, cell, shape):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_gradient_through_final_state_only_and_outputs_only(emitted, cell):
+@pytest.mark.parametrize("target", TARGETS)
+def test_gradient_through_final_state_only_and_outputs_only(runner, target, cell):
     """Each entry point of the adjoint is used on its own, and the two add up."""
-    mod = emitted(cell)
+    mod = runner(cell, target)
     rng = np.random.default_rng(7)
     T, B, I, H = 5, 2, 3, 4
     params = random_params(mod, I, H, rng)
@@ -96,11 +98,12 @@ def test_gradient_through_final_state_only_and_outputs_only(emitted, cell):
         assert rel_error(only_out[2][n] + only_T[2][n], ref[4][n]) <= TOL
 
 
-def test_gru_hidden_bias_gradients_differ_and_lstm_equal(emitted):
+@pytest.mark.parametrize("target", TARGETS)
+def test_gru_hidden_bias_gradients_differ_and_lstm_equal(runner, target):
     """Trap 2: LSTM's two biases get equal gradients; GRU's b_hn block does not."""
     rng = np.random.default_rng(3)
     for cell, differs in (("lstm", ()), ("gru", (2,))):
-        mod = emitted(cell)
+        mod = runner(cell, target)
         params = random_params(mod, 3, 4, rng)
         _, _, cache = mod.forward(rng.standard_normal((4, 2, 3)), None, params)
         _, _, dp = mod.backward(rng.standard_normal((4, 2, 4)), None, cache)
