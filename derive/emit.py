@@ -205,7 +205,7 @@ class Emitter:
         if not self.step_params:
             return ""
         names = ", ".join(self.step_params)
-        return f"    {names}{',' if len(self.step_params) == 1 else ''} = p"
+        return f"    {names}{',' if len(self.step_params) == 1 else ''} = _p"
 
     def _split_line(self, group) -> str:
         names = ", ".join(m for m, _ in group.members)
@@ -217,7 +217,7 @@ class Emitter:
     def forward_step(self) -> str:
         c, d = self.cell, self.d
         prevs = [prev(s) for s in c.state]
-        args = [c.input] + [g.name for g in self.hoisted] + prevs + ["p"]
+        args = [c.input] + [g.name for g in self.hoisted] + prevs + ["_p"]
         lines = [f"def _forward_step({', '.join(args)}):",
                  '    """One step given this step\'s input products; returns (states, saved values)."""']
         lines.append(self._unpack_step_params())
@@ -248,7 +248,7 @@ class Emitter:
 
     def backward_step(self) -> str:
         c, d = self.cell, self.d
-        lines = [f"def _backward_step({', '.join(self._backward_args() + ['p'])}):",
+        lines = [f"def _backward_step({', '.join(self._backward_args() + ['_p'])}):",
                  '    """One step back: adjoints of the previous states, of the stacked products'
                  ' and of the parameters."""']
         lines.append(self._unpack_step_params())
@@ -440,7 +440,7 @@ class Emitter:
                 elif term.operand is None:
                     parts.append(f"_rows({coef}, {term.matrix}, {like})")
                 else:
-                    parts.append(f"_rows({coef}, {term.matrix}, {like}) @ J_{term.operand}_{sp}")
+                    parts.append(f"_rows({coef}, {term.matrix}, {like}) @ _J_{term.operand}_{sp}")
             if len(parts) == 1:
                 return parts[0]
             return "(" + "\n            + ".join(parts) + ")"
@@ -460,7 +460,7 @@ class Emitter:
             visit(terms)
         used_terms = [*d.jacobian.values(),
                       *(t for o in order for t in d.jacobian_operands[o].values())]
-        body = [f"    J_{o}_{sp} = {block(d.jacobian_operands[o].get(sp, []), sp)}"
+        body = [f"    _J_{o}_{sp} = {block(d.jacobian_operands[o].get(sp, []), sp)}"
                 for o in order for sp in c.state]
         body = [line for line in body
                 if line.split(" = ")[0].strip() in "\n".join(body[body.index(line) + 1:])
@@ -479,13 +479,13 @@ class Emitter:
         lines = ["def step_jacobian(x_t, state, params):",
                  '    """Per-step Jacobian blocks d s_t / d s\'_{t-1} at one step:',
                  "    {(s, s_prev_name): (B, H, H)}; row k of a block is element k of s_t.\"\"\"",
-                 "    _, cache = step_forward(x_t, state, params)",
-                 '    states, values = cache["states"], cache["values"]']
+                 "    _, _cache = step_forward(x_t, state, params)",
+                 '    _states, _values = _cache["states"], _cache["values"]']
         if needed & set(c.params):
-            lines.append('    p = cache["params"]')
-        lines += [f"    {v} = values[{v!r}][0]" for v in self.values if v in needed]
-        lines += [f"    {prev(s)} = states[{s!r}][0]" for s in c.state if prev(s) in needed]
-        lines += [f"    {n} = p[{n!r}]" for n in sorted(needed & set(c.params))]
+            lines.append('    _p = _cache["params"]')
+        lines += [f"    {v} = _values[{v!r}][0]" for v in self.values if v in needed]
+        lines += [f"    {prev(s)} = _states[{s!r}][0]" for s in c.state if prev(s) in needed]
+        lines += [f"    {n} = _p[{n!r}]" for n in sorted(needed & set(c.params))]
         return "\n".join(lines) + "\n" + text
 
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import BUILTINS, random_params, rel_error
 from test_against_torch import TORCH_MODULES
 
-SPEC_CELLS = BUILTINS + ["tests/specs/gru_cho.toml", "tests/specs/readout.toml"]
+SPECS = Path(__file__).parent / "specs"
+SPEC_CELLS = BUILTINS + [str(SPECS / "gru_cho.toml"), str(SPECS / "readout.toml")]
 
 
 def _tensors(tree):

@@ -2,7 +2,8 @@
 
 These cells exercise what the built-ins do not: an operand that is computed inside the step
 (GRU with reset before the product, minimalRNN), learned vectors read elementwise (peepholes,
-IndRNN), an output that is not a state, the input read through a function, and every function.
+IndRNN), an output that is not a state, the input read through a function, every function, and
+names an emitter could trip over (np, torch, p, step, values, made-up names such as x_W).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import random_params, rel_error
+from conftest import TARGETS, random_params, rel_error
 
 from derive.spec import load_cell
 from verify import reference
@@ -22,8 +23,9 @@ SPECS = sorted(str(p) for p in (Path(__file__).parent / "specs").glob("*.toml"))
 
 @pytest.mark.parametrize("shape", [(1, 1, 3, 4), (7, 3, 5, 4)], ids=["T1B1", "T7B3"])
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: Path(p).stem)
-def test_user_spec_matches_autograd(emitted, spec, shape):
-    mod, cell = emitted(spec), load_cell(spec)
+@pytest.mark.parametrize("target", TARGETS)
+def test_user_spec_matches_autograd(runner, target, spec, shape):
+    mod, cell = runner(spec, target), load_cell(spec)
     T, B, I, H = shape
     rng = np.random.default_rng(T * 100 + len(spec))
     params = random_params(mod, I, H, rng)
@@ -53,8 +55,9 @@ def test_user_spec_matches_autograd(emitted, spec, shape):
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: Path(p).stem)
-def test_user_spec_jacobian(emitted, spec):
-    mod, cell = emitted(spec), load_cell(spec)
+@pytest.mark.parametrize("target", TARGETS)
+def test_user_spec_jacobian(runner, target, spec):
+    mod, cell = runner(spec, target), load_cell(spec)
     B, I, H = 2, 3, 4
     rng = np.random.default_rng(1)
     params = random_params(mod, I, H, rng)
