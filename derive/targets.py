@@ -41,8 +41,22 @@ def _cat(arrays, axis=-1):
 
 
 def _split(a, k, axis=-1):
-    """k equal blocks of a along axis (views)."""
-    return np.split(a, k, axis=axis)
+    """k equal blocks of a along axis 0 or -1 (views)."""
+    n = a.shape[axis] // k
+    if axis == 0:
+        return [a[j * n:(j + 1) * n] for j in range(k)]
+    return [a[..., j * n:(j + 1) * n] for j in range(k)]
+
+
+def _cols(a, start, stop, k):
+    """Column blocks start..stop-1 of the k equal blocks of a (a view)."""
+    n = a.shape[-1] // k
+    return a[..., start * n:stop * n]
+
+
+def _addmm(b, a, m):
+    """b + a @ m.T, the product with a stacked matrix plus what it is added to."""
+    return a @ m.T + b
 
 
 def _sum(a):
@@ -86,6 +100,17 @@ def _cat(arrays, axis=-1):
 def _split(a, k, axis=-1):
     """k equal blocks of a along axis (views)."""
     return torch.chunk(a, k, dim=axis)
+
+
+def _cols(a, start, stop, k):
+    """Column blocks start..stop-1 of the k equal blocks of a (a view)."""
+    n = a.shape[-1] // k
+    return a[..., start * n:stop * n]
+
+
+def _addmm(b, a, m):
+    """b + a @ m.T, the product with a stacked matrix plus what it is added to."""
+    return torch.addmm(b, a, m.T)
 
 
 def _sum(a):

@@ -1,0 +1,239 @@
+"""The per-step sections of an emitted module: forward step, backward step, step Jacobian.
+
+These are the lines a reader checks against the equations: each group of lines sits under a
+comment with its numbered equation, and every derivative rule is written beside its line.
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from derive.derivation import Backprop, JacobianTerm
+from derive.spec import prev
+
+
+def _tuple(items) -> str:
+    items = list(items)
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+
+class StepSections:
+    """Mixin of Emitter (derive/emit.py): needs self.d, self.plan, self.cell, self.p."""
+
+    def _equation(self, k: int) -> str:
+        target, _, text = self.cell.equations[k - 1]
+        return f"({k}) {target} = {text}"
+
+    def _unpack_step_params(self) -> str:
+        names = self.plan.step_params
+        if not names:
+            return ""
+        return f"    {', '.join(names)}{',' if len(names) == 1 else ''} = _p"
+
+    def _split_block(self, names: list[str], block: str) -> str:
+        if len(names) == 1:
+            return f"    {names[0]} = {block}"
+        return f"    {', '.join(names)} = _split({block}, {len(names)})"
+
+    def _product(self, g, onto: str | None = None) -> str:
+        """The line computing a group's product with its operand (plus folded biases)."""
+        bias = self.plan.bias_names.get(g.name)
+        if onto is not None:
+            return f"_addmm({onto}, {g.operand}, {g.matrix})"
+        if bias is not None:
+            return f"_addmm({bias}, {g.operand}, {g.matrix})"
+        return f"{g.operand} @ {g.matrix}.T"
+
+    def _fused_lines(self) -> list[str]:
+        fu, eqs = self.plan.fusion, sorted({self.d.node(z).equation for z in
+                                            self.plan.fusion.pre_nodes})
+        span = f"({eqs[0]})-({eqs[-1]})" if len(eqs) > 1 else f"({eqs[0]})"
+        k = len(fu.pre_nodes)
+        lines = []
+        if k > 1:
+            lines.append(f"    # {span} pre-activations [{' | '.join(fu.pre_nodes)}]: the product "
+                         f"with {fu.h_group.operand} added to the input's")
+        else:
+            lines.append(f"    # {self._equation(eqs[0])}")
+        lines.append(f"    {fu.pre} = {self._product(fu.h_group, onto=fu.x_group.name)}")
+        if fu.block is None:
+            if k > 1:
+                lines.append(self._split_block(fu.pre_nodes, fu.pre))
+            return lines
+        calls = [f"{fname}(_cols({fu.pre}, {a}, {b}, {k}))" for fname, a, b in fu.runs]
+        rules = ", ".join(f"{fname}({fu.pre_nodes[j]})" for fname, a, b in fu.runs
+                          for j in range(a, b))
+        lines.append(f"    # {span} {', '.join(fu.act_nodes)} = {rules}")
+        lines.append(f"    {fu.block} = _cat(({', '.join(calls)},))" if len(calls) == 1 else
+                     f"    {fu.block} = _cat(({', '.join(calls)}))")
+        lines.append(self._split_block(fu.act_nodes, fu.block))
+        return lines
+
+    def forward_step(self) -> str:
+        c, d, plan = self.cell, self.d, self.plan
+        fu = plan.fusion
+        hoisted = [g for g in d.groups if g.hoisted]
+        args = [c.input] + [g.name for g in hoisted] + [prev(s) for s in c.state] + ["_p"]
+        lines = [f"def _forward_step({', '.join(args)}):",
+                 "    \"\"\"One step given this step's input products; "
+                 "returns (new states, saved values).\"\"\"",
+                 self._unpack_step_params()]
+        fused: set[str] = set()
+        if fu is not None:
+            fused = {m for g in (fu.x_group, fu.h_group) for m, _ in g.members}
+            fused |= set(fu.pre_nodes) | set(fu.act_nodes)
+        for g in hoisted:
+            if fu is None or g is not fu.x_group:
+                lines.append(self._split_block([m for m, _ in g.members], g.name))
+        group_of = {m: g for g in d.groups for m, _ in g.members}
+        done, eq = set(), 0
+        for node in d.nodes:
+            if node.name in fused:
+                if "fused" not in done:
+                    done.add("fused")
+                    lines += self._fused_lines()
+                    eq = -1
+                continue
+            if node.equation != eq:
+                eq = node.equation
+                lines.append(f"    # {self._equation(eq)}")
+            if node.kind == "matvec":
+                g = group_of[node.name]
+                if not g.hoisted and g.name not in done:
+                    done.add(g.name)
+                    lines.append(f"    {g.name} = {self._product(g)}")
+                    lines.append(self._split_block([m for m, _ in g.members], g.name))
+                continue
+            lines.append(f"    {node.name} = {self.p(plan.rw(node.expr))}")
+        lines.append(f"    return {_tuple(c.state)}, {_tuple(plan.values)}")
+        return "\n".join(line for line in lines if line)
+
+    def _unpack_block_lines(self, source: str = "") -> list[str]:
+        """Split a saved activation block back into its named gates."""
+        fu = self.plan.fusion
+        if fu is None or fu.block is None or fu.block not in self.plan.values:
+            return []
+        return [self._split_block(fu.act_nodes, fu.block)]
+
+    def backward_args(self) -> list[str]:
+        c = self.cell
+        args = [f"d_{s}" for s in c.state]
+        if c.output not in c.state:
+            args.append(f"d_{c.output}")
+        return args + self.plan.values + [prev(s) for s in c.state] + [c.input]
+
+    def backward_step(self) -> str:
+        c, d, plan = self.cell, self.d, self.plan
+        lines = [f"def _backward_step({', '.join(self.backward_args() + ['_p'])}):",
+                 '    """One step back: adjoints of the previous states, of the stacked products'
+                 ' and of the parameters."""',
+                 self._unpack_step_params()]
+        lines += self._unpack_block_lines()
+        emitted, eq = set(), -1
+        groups = {g.name: g for g in d.groups}
+
+        def emit_group(g):
+            if g.name in emitted:
+                return
+            emitted.add(g.name)
+            rep = plan.stack_of[g.name]
+            if rep != g.name:
+                emit_group(groups[rep])
+                if not g.hoisted:  # only a product passed back inside the step needs the name
+                    lines.append(f"    d_{g.name} = d_{rep}")
+                return
+            parts = [self.p(plan.rw(a)) if a != 0 else f"0 * d_{c.state[0]}"
+                     for a in d.group_adjoints[g.name]]
+            value = parts[0] if len(parts) == 1 else f"_cat(({', '.join(parts)}))"
+            lines.append(f"    d_{g.name} = {value}")
+
+        for a in d.adjoints:
+            if a.equation != eq:
+                eq = a.equation
+                if eq:
+                    lines.append(f"    # {self._equation(eq)}")
+                else:
+                    lines.append("    # adjoints of the step's inputs")
+                    for g in d.groups:
+                        emit_group(g)
+            for b in a.expr.atoms(Backprop):
+                emit_group(groups[b.args[0].name])
+            rule = f"  # {'; '.join(a.rules)}" if a.rules else ""
+            lines.append(f"    {a.name} = {self.p(plan.rw(a.expr))}{rule}")
+        if eq != 0:
+            for g in d.groups:
+                emit_group(g)
+        prevs = [d.prev_adjoints[s] or f"0 * {prev(s)}" for s in c.state]
+        stacks = [f"d_{s}" for s in plan.stacks]
+        owns = [self.p(plan.rw(d.param_adjoints[p])) for p in plan.own]
+        dx = f"d_{c.input}" if d.input_elementwise else "None"
+        lines.append(f"    return {_tuple(prevs)}, {_tuple(stacks)}, {_tuple(owns)}, {dx}")
+        return "\n".join(line for line in lines if line)
+
+    def jacobian(self) -> str:
+        c, d, plan = self.cell, self.d, self.plan
+        like = prev(c.state[0])
+
+        def block(terms: list[JacobianTerm], sp: str) -> str:
+            if not terms:
+                return f"_diag(0, {like})"
+            parts = []
+            for term in terms:
+                coef = self.p(plan.rw(term.coef))
+                if term.matrix is None:
+                    parts.append(f"_diag({coef}, {like})")
+                elif term.operand is None:
+                    parts.append(f"_rows({coef}, {term.matrix}, {like})")
+                else:
+                    parts.append(f"_rows({coef}, {term.matrix}, {like}) @ _J_{term.operand}_{sp}")
+            if len(parts) == 1:
+                return parts[0]
+            return "(" + "\n            + ".join(parts) + ")"
+
+        order: list[str] = []  # operand blocks, innermost first, only those referred to
+
+        def visit(terms):
+            for term in terms:
+                if term.operand and term.operand not in order:
+                    for sub in d.jacobian_operands[term.operand].values():
+                        visit(sub)
+                    order.append(term.operand)
+
+        for terms in d.jacobian.values():
+            visit(terms)
+        body = [f"    _J_{o}_{sp} = {block(d.jacobian_operands[o].get(sp, []), sp)}"
+                for o in order for sp in c.state]
+        returned = "".join(block(t, sp) for (_, sp), t in d.jacobian.items())
+        body = [line for i, line in enumerate(body) if line.split(" = ")[0].strip()
+                in "\n".join(body[i + 1:]) + returned]
+        body += ["    return {"]
+        body += [f"        ({s!r}, {sp!r}): {block(terms, sp)},"
+                 for (s, sp), terms in d.jacobian.items()]
+        body += ["    }"]
+        text = "\n".join(body)
+        needed = {like}
+        for terms in [*d.jacobian.values(),
+                      *(t for o in order for t in d.jacobian_operands[o].values())]:
+            for term in terms:
+                needed |= free_names(plan.rw(term.coef)) | {term.matrix} - {None}
+        block_names = self._unpack_block_lines()
+        fu = plan.fusion
+        if block_names and not needed & set(fu.act_nodes):
+            block_names = []
+        lines = ["def step_jacobian(x_t, state, params):",
+                 '    """Per-step Jacobian blocks d s_t / d s\'_{t-1} at one step:',
+                 "    {(s, s_prev_name): (B, H, H)}; row k of a block is element k of s_t.\"\"\"",
+                 "    _, _cache = step_forward(x_t, state, params)",
+                 '    _states, _values = _cache["states"], _cache["values"]']
+        if needed & set(c.params):
+            lines.append('    _p = _cache["params"]')
+        lines += [f"    {v} = _values[{v!r}][0]" for v in plan.values
+                  if v in needed or (block_names and v == fu.block)]
+        lines += block_names
+        lines += [f"    {prev(s)} = _states[{s!r}][0]" for s in c.state if prev(s) in needed]
+        lines += [f"    {n} = _p[{n!r}]" for n in sorted(needed & set(c.params))]
+        return "\n".join(lines) + "\n" + text
+
+
+def free_names(expr) -> set[str]:
+    return {s.name for s in sympy.sympify(expr).free_symbols}
