@@ -3,8 +3,8 @@
     python bench/bench_cells.py                       # every cell, size and dtype
     python bench/bench_cells.py --cells lstm --sizes mid --repeats 9
 
-Columns (median milliseconds of one forward+backward over the whole sequence, repetitions
-interleaved so that every column sees the same machine state):
+Columns (milliseconds of one forward+backward over the whole sequence: the median over
+interleaved rounds, each column settling its thread pools before it is timed; see time_runs):
   numpy    emitted NumPy module           torch    emitted Torch module (explicit backward)
   nn       torch.nn.RNN / LSTM / GRU      loop     Torch autograd through a Python loop
   floor_np / floor_t  the same matrix products alone (NumPy / Torch), the floor of any loop
@@ -132,15 +132,25 @@ def make_runs(cell, size, dtype, mods):
             "floor_np": floor_np, "floor_t": floor_t}
 
 
-def time_runs(runs: dict, repeats: int) -> dict[str, float]:
-    for fn in runs.values():  # warm-up
-        fn()
-    times = {name: [] for name in runs}
+def time_runs(runs: dict, repeats: int, settle: float = 0.3) -> dict[str, float]:
+    """Median over `repeats` interleaved rounds of each column's mean time per run.
+
+    In each round a column first runs untimed for `settle` seconds: on a machine with few
+    cores the previous column's thread pools (OpenBLAS and OpenMP threads spin-wait for up to
+    ~0.1-0.2 s after their last call) would otherwise steal the cores it needs. Then it runs
+    for about as long again, timed.
+    """
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, fn in runs.items():
             start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+            while time.perf_counter() - start < settle:
+                fn()
+            n, start = 0, time.perf_counter()
+            while n == 0 or time.perf_counter() - start < settle:
+                fn()
+                n += 1
+            times[name].append((time.perf_counter() - start) / n)
     return {name: statistics.median(v) * 1e3 for name, v in times.items()}
 
 
@@ -149,7 +159,7 @@ def main() -> None:
     ap.add_argument("--cells", default="rnn,lstm,gru")
     ap.add_argument("--sizes", default="small,mid,large")
     ap.add_argument("--dtypes", default="float32,float64")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
           f"threads, torch {torch.__version__}, numpy {np.__version__}")

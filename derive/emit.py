@@ -16,7 +16,7 @@ from derive.derivation import Derivation
 from derive.emit_step import StepSections
 from derive.functions import BY_CLASS, DERIVATIVE_HELPERS
 from derive.plan import make_plan
-from derive.printers import CellCodePrinter, helper_names
+from derive.printers import CellCodePrinter, TorchCodePrinter, helper_names
 from derive.spec import prev
 from derive.targets import TARGETS, Target
 
@@ -38,7 +38,8 @@ class Emitter(StepSections):
     def __init__(self, deriv: Derivation, target: Target, command: str):
         self.d, self.t, self.cell, self.command = deriv, target, deriv.cell, command
         self.plan = make_plan(deriv)
-        self.printer = CellCodePrinter({g.name: g.matrix for g in deriv.groups})
+        printer = TorchCodePrinter if target.fused_derivatives else CellCodePrinter
+        self.printer = printer({g.name: g.matrix for g in deriv.groups})
 
     def p(self, expr) -> str:
         return self.printer.doprint(expr)
@@ -169,17 +170,15 @@ class Emitter(StepSections):
     def forward(self) -> str:
         c, plan = self.cell, self.plan
         hoisted = [g for g in self.d.groups if g.hoisted]
-        sizes = ", ".join(f"{v!r}: {plan.sizes[v]}" for v in plan.values)
         lines = [f"def {self.t.core}forward(x, state0, params):",
                  '    """x: (T, B, I). state0: {name: (B, H)}; a missing name starts at zeros.',
                  "    params: {name: array}, names and shapes as in PARAMS.",
                  '    Returns (outputs (T, B, H), state_T {name: (B, H)}, cache)."""',
                  "    T, B, I, H = _check(x, state0, params)",
                  "    p, step = _prepare(params)",
-                 "    states = {name: _empty((T + 1, B, H), x) for name in STATE}",
-                 "    for name, value in zip(STATE, _initial(state0, x, B, H)):",
-                 "        states[name][0] = value",
-                 f"    values = {{name: _empty((T, B, n), x) for name, n in {{{sizes}}}.items()}}"]
+                 "    # every step's states and saved values, as lists of (B, n) arrays",
+                 "    states = {name: [value] for name, value in zip(STATE, _initial(state0, x, B, H))}",
+                 f"    values = {{name: [] for name in {tuple(plan.values)!r}}}"]
         for g in hoisted:
             members = ", ".join(m for _, m in g.members)
             x2 = "x.reshape(T * B, I)"
@@ -191,19 +190,21 @@ class Emitter(StepSections):
                 lines.append(f"    # products with the input, all steps at once ({members})")
                 product = f"{x2} @ p[{g.matrix!r}].T"
             lines.append(f"    {g.name} = ({product}).reshape(T, B, -1)")
-        args = "".join(f", {g.name}[t]" for g in hoisted)
+        args = "".join(f", {g.name}s[t]" for g in hoisted)
         args += "".join(f", S[{k}][t]" for k in range(len(c.state)))
         outputs = f"states[{c.output!r}][1:]" if c.output in c.state else f"values[{c.output!r}]"
         lines += ["    S, V = list(states.values()), list(values.values())",
+                  f"    xs{''.join(f', {g.name}s' for g in hoisted)} = "
+                  f"_steps(x){''.join(f', _steps({g.name})' for g in hoisted)}",
                   "    for t in range(T):",
-                  f"        new, saved = _forward_step(x[t]{args}, step)",
-                  "        for stack, value in zip(S, new):",
-                  "            stack[t + 1] = value",
-                  "        for stack, value in zip(V, saved):",
-                  "            stack[t] = value",
+                  f"        new, saved = _forward_step(xs[t]{args}, step)",
+                  "        for seq, value in zip(S, new):",
+                  "            seq.append(value)",
+                  "        for seq, value in zip(V, saved):",
+                  "            seq.append(value)",
                   '    cache = {"x": x, "params": p, "step": step, "states": states, '
                   '"values": values}',
-                  f"    return {outputs}, {{name: states[name][T] for name in STATE}}, cache"]
+                  f"    return _stack({outputs}), {{name: states[name][T] for name in STATE}}, cache"]
         return "\n".join(lines)
 
     def backward(self) -> str:
@@ -215,7 +216,7 @@ class Emitter(StepSections):
                  '    x, p, step = cache["x"], cache["params"], cache["step"]',
                  '    states, values = cache["states"], cache["values"]',
                  "    T, B, I = x.shape",
-                 f"    H = states[{c.state[0]!r}].shape[-1]",
+                 f"    H = states[{c.state[0]!r}][0].shape[-1]",
                  "    for name, value in (d_state_T or {}).items():",
                  "        if name not in STATE:",
                  '            raise ValueError(f"d_state_T: unknown state {name!r}; '
@@ -226,10 +227,6 @@ class Emitter(StepSections):
                  '        _check_array("d_outputs", d_outputs, (T, B, H), x)',
                  "    d_state = _initial(d_state_T, x, B, H)"]
         widths = {g.name: len(g.members) for g in d.groups}
-        for s in plan.stacks:
-            lines.append(f"    d_{s}_all = _empty((T, B, {widths[s]} * H), x)")
-        for q in plan.own:
-            lines.append(f"    d_{q}_all = _empty((T, B, H), x)")
         if d.input_elementwise:
             lines.append("    d_x = _empty((T, B, I), x)")
         o = list(c.state).index(c.output) if c.output in c.state else None
@@ -237,24 +234,31 @@ class Emitter(StepSections):
             ", d_outputs[t] if d_outputs is not None else 0 * S[0][t]"
         saved = "".join(f"V[{k}][t], " for k in range(len(plan.values)))
         prevs = "".join(f"S[{k}][t], " for k in range(len(c.state)))
+        stacks = [f"d_{s}_all" for s in plan.stacks] + [f"d_{q}_all" for q in plan.own]
         lines += ["    S, V = list(states.values()), list(values.values())",
+                  f"    D = [[None] * T for _ in range({len(stacks)})]  # per-step adjoints to stack",
+                  "    xs = _steps(x)",
                   "    for t in range(T - 1, -1, -1):"]
         if o is not None:
             lines += ["        if d_outputs is not None:",
                       f"            d_state = (*d_state[:{o}], d_state[{o}] + d_outputs[t], "
                       f"*d_state[{o + 1}:])"]
         lines += ["        d_state, stacked, own, d_x_t = _backward_step("
-                  f"*d_state{out_arg}, {saved}{prevs}x[t], step)"]
-        lines += [f"        d_{s}_all[t] = stacked[{k}]" for k, s in enumerate(plan.stacks)]
-        lines += [f"        d_{q}_all[t] = own[{k}]" for k, q in enumerate(plan.own)]
+                  f"*d_state{out_arg}, {saved}{prevs}xs[t], step)",
+                  "        for seq, value in zip(D, (*stacked, *own)):",
+                  "            seq[t] = value"]
         if d.input_elementwise:
             lines.append("        d_x[t] = d_x_t")
+        if stacks:
+            lines.append(f"    {', '.join(stacks)}{',' if len(stacks) == 1 else ''} = "
+                         "(_stack(seq) for seq in D)")
         lines += ["    # parameter gradients: one product per operand, after the loop", "    g = {}"]
-        operand_stack = {c.input: "x", **{prev(s): f"states[{s!r}][:-1]" for s in c.state}}
+        operand_stack = {c.input: "x", **{prev(s): f"_stack(states[{s!r}][:-1])"
+                                          for s in c.state}}
         node_size = {n.name: n.size for n in d.nodes}
         for g in d.groups:
             stack = f"d_{plan.stack_of[g.name]}_all"
-            operand = operand_stack.get(g.operand, f"values[{g.operand!r}]")
+            operand = operand_stack.get(g.operand, f"_stack(values[{g.operand!r}])")
             n = "I" if g.operand == c.input or node_size.get(g.operand) == "I" else "H"
             product = f"{stack}.reshape(T * B, -1).T @ {operand}.reshape(T * B, {n})"
             names = ", ".join(f"g[{m!r}]" for _, m in g.members)

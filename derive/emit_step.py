@@ -60,12 +60,19 @@ class StepSections:
             if k > 1:
                 lines.append(self._split_block(fu.pre_nodes, fu.pre))
             return lines
-        calls = [f"{fname}(_cols({fu.pre}, {a}, {b}, {k}))" for fname, a, b in fu.runs]
         rules = ", ".join(f"{fname}({fu.pre_nodes[j]})" for fname, a, b in fu.runs
                           for j in range(a, b))
         lines.append(f"    # {span} {', '.join(fu.act_nodes)} = {rules}")
-        lines.append(f"    {fu.block} = _cat(({', '.join(calls)},))" if len(calls) == 1 else
-                     f"    {fu.block} = _cat(({', '.join(calls)}))")
+        # the function of most gates over the whole block, then the other gates' columns
+        width = {}
+        for fname, a, b in fu.runs:
+            width[fname] = width.get(fname, 0) + b - a
+        main = max(width, key=lambda f: (width[f], -list(width).index(f)))
+        lines.append(f"    {fu.block} = {main}({fu.pre})")
+        for fname, a, b in fu.runs:
+            if fname != main:
+                lines.append(f"    _cols({fu.block}, {a}, {b}, {k})[...] = "
+                             f"{fname}(_cols({fu.pre}, {a}, {b}, {k}))")
         lines.append(self._split_block(fu.act_nodes, fu.block))
         return lines
 

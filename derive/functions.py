@@ -95,8 +95,8 @@ class FunctionInfo:
 FUNCTIONS: dict[str, FunctionInfo] = {
     f.name: f
     for f in (
-        # tanh form: no exp, so no overflow warning however large |z| is
-        FunctionInfo("sigmoid", Sigmoid, "0.5 + 0.5 * np.tanh(0.5 * z)", "torch.sigmoid(z)",
+        # 1 / (1 + exp(-z)), with |z| capped at 80 so that exp cannot overflow in float32
+        FunctionInfo("sigmoid", Sigmoid, "_sigmoid(z)", "torch.sigmoid(z)",
                      "sigmoid'(z) = s (1 - s)"),
         FunctionInfo("tanh", Tanh, "np.tanh(z)", "torch.tanh(z)", "tanh'(z) = 1 - t^2"),
         FunctionInfo("relu", Relu, "np.maximum(z, 0)", "torch.relu(z)", "relu'(z) = [r > 0]"),

@@ -16,6 +16,7 @@ class Target:
     imports: str
     helpers: str  # array helpers, in the module's own library
     core: str = ""  # prefix of the sequence functions the public API wraps ("" = none)
+    fused_derivatives: bool = False  # print sigmoid/tanh derivatives with _dsigmoid/_dtanh
     api: str = ""  # the public forward/backward, when they wrap the core ones
 
 
@@ -26,6 +27,16 @@ NUMPY = Target(
     helpers='''
 def _is_float_array(a):
     return isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating)
+
+
+def _sigmoid(z):
+    """1 / (1 + exp(-z)) in place on one temporary; |z| capped at 80, where sigmoid is 0 or 1
+    to float32 precision (and within 2e-35 of it), so exp neither overflows nor underflows."""
+    e = np.clip(z, -80.0, 80.0)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    e += 1
+    return np.reciprocal(e, out=e)
 
 
 def _empty(shape, like):
@@ -55,8 +66,19 @@ def _cols(a, start, stop, k):
 
 
 def _addmm(b, a, m):
-    """b + a @ m.T, the product with a stacked matrix plus what it is added to."""
-    return a @ m.T + b
+    """b + a @ m.T, the product with a stacked matrix plus what it is added to (in place)."""
+    out = a @ m.T
+    out += b
+    return out
+
+
+def _steps(a):
+    """The steps of a (T, ...) array, as a list of views."""
+    return list(a)
+
+
+def _stack(arrays):
+    return np.stack(arrays)
 
 
 def _sum(a):
@@ -80,6 +102,7 @@ TORCH = Target(
     title="PyTorch",
     imports="import torch",
     core="_",
+    fused_derivatives=True,
     helpers='''
 def _is_float_array(a):
     return isinstance(a, torch.Tensor) and a.dtype.is_floating_point
@@ -111,6 +134,25 @@ def _cols(a, start, stop, k):
 def _addmm(b, a, m):
     """b + a @ m.T, the product with a stacked matrix plus what it is added to."""
     return torch.addmm(b, a, m.T)
+
+
+def _dsigmoid(d, s):
+    """d * s * (1 - s) in one kernel."""
+    return torch.ops.aten.sigmoid_backward(d, s)
+
+
+def _dtanh(d, t):
+    """d * (1 - t**2) in one kernel."""
+    return torch.ops.aten.tanh_backward(d, t)
+
+
+def _steps(a):
+    """The steps of a (T, ...) array, as a list of views."""
+    return a.unbind(0)
+
+
+def _stack(arrays):
+    return torch.stack(arrays)
 
 
 def _sum(a):
