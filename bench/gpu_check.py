@@ -86,12 +86,12 @@ def main() -> int:
                 dout = torch.ones(T, B, H, device=dev)
                 xr = x.clone().requires_grad_()
 
-                def ours():
+                def ours(mod=mod, x=x, p=p, dout=dout):
                     with torch.no_grad():
                         out, _, cache = mod.forward(x, None, p)
                         mod.backward(dout, None, cache)
 
-                def cudnn():
+                def cudnn(nn=nn, xr=xr, dout=dout):
                     out, _ = nn(xr)
                     out.backward(dout)
 
