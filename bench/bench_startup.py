@@ -14,13 +14,15 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=15)
     args = ap.parse_args()
-    cli = shutil.which("derive-cells") or "derive-cells"
+    beside = Path(sys.executable).parent / "derive-cells"  # the interpreter's own environment
+    cli = str(beside) if beside.exists() else shutil.which("derive-cells") or "derive-cells"
     commands = {
         "import sympy": [sys.executable, "-c", "import sympy"],
         "derive-cells lstm --emit numpy": [cli, "lstm", "--emit", "numpy"],

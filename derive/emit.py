@@ -231,17 +231,18 @@ class Emitter(StepSections):
             lines.append("    d_x = _empty((T, B, I), x)")
         o = list(c.state).index(c.output) if c.output in c.state else None
         out_arg = "" if o is not None else \
-            ", d_outputs[t] if d_outputs is not None else 0 * S[0][t]"
+            ", d_ys[t] if d_outputs is not None else 0 * S[0][t]"
         saved = "".join(f"V[{k}][t], " for k in range(len(plan.values)))
         prevs = "".join(f"S[{k}][t], " for k in range(len(c.state)))
         stacks = [f"d_{s}_all" for s in plan.stacks] + [f"d_{q}_all" for q in plan.own]
         lines += ["    S, V = list(states.values()), list(values.values())",
                   f"    D = [[None] * T for _ in range({len(stacks)})]  # per-step adjoints to stack",
                   "    xs = _steps(x)",
+                  "    d_ys = _steps(d_outputs) if d_outputs is not None else None",
                   "    for t in range(T - 1, -1, -1):"]
         if o is not None:
             lines += ["        if d_outputs is not None:",
-                      f"            d_state = (*d_state[:{o}], d_state[{o}] + d_outputs[t], "
+                      f"            d_state = (*d_state[:{o}], d_state[{o}] + d_ys[t], "
                       f"*d_state[{o + 1}:])"]
         lines += ["        d_state, stacked, own, d_x_t = _backward_step("
                   f"*d_state{out_arg}, {saved}{prevs}xs[t], step)",

@@ -71,8 +71,8 @@ class StepSections:
         lines.append(f"    {fu.block} = {main}({fu.pre})")
         for fname, a, b in fu.runs:
             if fname != main:
-                lines.append(f"    _cols({fu.block}, {a}, {b}, {k})[...] = "
-                             f"{fname}(_cols({fu.pre}, {a}, {b}, {k}))")
+                lines.append(f"    _set_cols({fu.block}, {a}, {b}, {k}, "
+                             f"{fname}(_cols({fu.pre}, {a}, {b}, {k})))")
         lines.append(self._split_block(fu.act_nodes, fu.block))
         return lines
 

@@ -65,6 +65,12 @@ def _cols(a, start, stop, k):
     return a[..., start * n:stop * n]
 
 
+def _set_cols(a, start, stop, k, value):
+    """Write value into column blocks start..stop-1 of the k equal blocks of a."""
+    n = a.shape[-1] // k
+    a[..., start * n:stop * n] = value
+
+
 def _addmm(b, a, m):
     """b + a @ m.T, the product with a stacked matrix plus what it is added to (in place)."""
     out = a @ m.T
@@ -129,6 +135,12 @@ def _cols(a, start, stop, k):
     """Column blocks start..stop-1 of the k equal blocks of a (a view)."""
     n = a.shape[-1] // k
     return a[..., start * n:stop * n]
+
+
+def _set_cols(a, start, stop, k, value):
+    """Write value into column blocks start..stop-1 of the k equal blocks of a."""
+    n = a.shape[-1] // k
+    a[..., start * n:stop * n].copy_(value)
 
 
 def _addmm(b, a, m):
