@@ -1,9 +1,10 @@
 # Set-up and checks. `make test` installs what the tests need (a CPU build of torch first when
-# no torch is installed) and runs them; `make golden` regenerates the emitted-source golden files.
+# no torch is installed) and runs them; `make verify` checks every built-in cell's emitted
+# gradients (JUnit report in verify-report.xml); `make golden` regenerates the golden files.
 PYTHON ?= python3
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: test install golden lint
+.PHONY: test install golden lint verify bench
 
 install:
 	$(PYTHON) -m pip install -e .
@@ -12,6 +13,13 @@ test:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH_CPU)"
 	$(PYTHON) -m pip install -e ".[test]"
 	$(PYTHON) -m pytest
+
+verify:
+	derive-cells verify --all --format junit -o verify-report.xml
+
+bench:
+	$(PYTHON) bench/bench_cells.py
+	$(PYTHON) bench/bench_startup.py
 
 golden:
 	$(PYTHON) tests/update_golden.py

@@ -5,6 +5,7 @@ Exit status: 0 ok, 1 a check failed, 2 usage or input error (unknown cell, bad s
 
 from __future__ import annotations
 
+import importlib
 import os
 import shlex
 import sys
@@ -24,11 +25,24 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+# Commands of later stages, imported only when used (the emit path stays light).
+LAZY_COMMANDS = {"verify": "verify.cli:verify"}
+
+
 class CellGroup(click.Group):
     """A group whose first argument may be a cell instead of a command: ``derive-cells lstm``."""
 
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx, name):
+        if name in LAZY_COMMANDS:
+            module, _, attr = LAZY_COMMANDS[name].partition(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
     def parse_args(self, ctx, args):
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
+        if args and args[0] not in self.list_commands(ctx) and not args[0].startswith("-"):
             args = ["emit", *args]
         return super().parse_args(ctx, args)
 
@@ -48,6 +62,7 @@ def main():
       derive-cells lstm                       the forward and adjoint equations, as text
       derive-cells lstm --emit numpy          a standalone NumPy module on stdout
       derive-cells my_cell.toml --emit numpy -o my_cell_bptt.py
+      derive-cells verify --all               check every emitted gradient (needs torch)
 
     Exit status: 0 ok, 1 a check failed, 2 usage or input error.
     """

@@ -82,3 +82,28 @@ def run(cell: Cell, x: torch.Tensor, state0: dict[str, torch.Tensor],
         state = {s: values[s] for s in cell.state}
         outputs.append(values[cell.output])
     return torch.stack(outputs), state
+
+
+NN_MODULES = {
+    "rnn": ("torch.nn.RNN", lambda I, H: torch.nn.RNN(I, H, nonlinearity="tanh")),
+    "rnn_relu": ("torch.nn.RNN(nonlinearity='relu')",
+                 lambda I, H: torch.nn.RNN(I, H, nonlinearity="relu")),
+    "lstm": ("torch.nn.LSTM", lambda I, H: torch.nn.LSTM(I, H)),
+    "gru": ("torch.nn.GRU", lambda I, H: torch.nn.GRU(I, H)),
+}
+
+
+def nn_run(cell_name: str, x: torch.Tensor, state0: dict[str, torch.Tensor],
+           params: dict[str, torch.Tensor]):
+    """The same sequence through PyTorch's own module, with our tensors as its parameters
+    (so autograd reaches them): returns (outputs (T, B, H), final states {name: (B, H)})."""
+    _, make = NN_MODULES[cell_name]
+    H = next(iter(state0.values())).shape[-1]
+    module = make(x.shape[-1], H).to(x.dtype)
+    weights = {f"{n}_l0": v for n, v in params.items()}
+    if cell_name == "lstm":
+        hx = (state0["h"][None], state0["c"][None])
+        out, (h_T, c_T) = torch.func.functional_call(module, weights, (x, hx))
+        return out, {"h": h_T[0], "c": c_T[0]}
+    out, h_T = torch.func.functional_call(module, weights, (x, state0["h"][None]))
+    return out, {"h": h_T[0]}

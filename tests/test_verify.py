@@ -1,0 +1,156 @@
+"""`derive-cells verify`: passes untouched modules, catches planted faults and names the array."""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+from click.testing import CliRunner
+
+from derive.cli import main
+from derive.derivation import derive
+from derive.emit import emit
+from derive.spec import load_cell
+
+LSTM = {t: emit(derive(load_cell("lstm")), t) for t in ("numpy", "torch")}
+
+
+def _module(tmp_path, target="numpy", old=None, new=None, name="lstm_bptt.py"):
+    text = LSTM[target]
+    if old is not None:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _verify(*args):
+    result = CliRunner().invoke(main, ["verify", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _failures(path, dtype="float64"):
+    code, out, _ = _verify("--module", str(path), "--cell", "lstm", "--dtype", dtype,
+                           "--format", "json")
+    rows = json.loads(out)
+    return code, rows, [r for r in rows if not r["passed"]]
+
+
+@pytest.mark.parametrize("target", ["numpy", "torch"])
+def test_untouched_module_passes(tmp_path, target):
+    code, rows, failed = _failures(_module(tmp_path, target))
+    assert code == 0 and not failed
+    checks = {r["check"] for r in rows}
+    assert {"vs torch.nn.LSTM forward", "vs torch.nn.LSTM gradients", "vs autograd gradients",
+            "finite differences", "per-step Jacobian", "adjoint via state_T only"} <= checks
+    assert all(r["max_rel_error"] <= r["tolerance"] for r in rows)
+
+
+FAULTS = {
+    "flipped sign": (
+        {"numpy": ("d_z_f = d_f*f*(1 - f)", "d_z_f = -d_f*f*(1 - f)"),
+         "torch": ("d_z_f = _dsigmoid(d_f, f)", "d_z_f = -_dsigmoid(d_f, f)")},
+        "vs autograd gradients", "d_params[weight_hh]", "W_hf"),
+    "gate blocks swapped": (
+        {t: ("_cat((d_z_i, d_z_f, d_z_g, d_z_o))", "_cat((d_z_f, d_z_i, d_z_g, d_z_o))")
+         for t in ("numpy", "torch")},
+        "vs torch.nn.LSTM gradients", "d_params[weight_ih]", ("W_ii", "W_if")),
+    "bias gradient dropped": (
+        {t: ("g['b_hi'] = sum_h_prev_W[0]", "g['b_hi'] = 0 * sum_h_prev_W[0]")
+         for t in ("numpy", "torch")},
+        "vs torch.nn.LSTM gradients", "d_params[bias_hh]", "b_hi"),
+    "final-state gradient dropped": (
+        {t: ("d_state = _initial(d_state_T, x, B, H)", "d_state = _initial(None, x, B, H)")
+         for t in ("numpy", "torch")},
+        "adjoint via state_T only", "d_state0[c]", ""),
+    "perturbed forward": (
+        {t: ("    h = o*tanh_c\n", "    h = o*tanh_c*(1 + 1e-7)\n") for t in ("numpy", "torch")},
+        "vs torch.nn.LSTM forward", "outputs", ""),
+}
+
+
+@pytest.mark.parametrize("target", ["numpy", "torch"])
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_planted_fault_is_caught_and_named(tmp_path, fault, target):
+    edits, check, array, block = FAULTS[fault]
+    code, rows, failed = _failures(_module(tmp_path, target, *edits[target]))
+    assert code == 1
+    named = [r for r in failed if r["check"] == check and r["array"] == array]
+    assert named, f"{fault}: no failure of {array} in {check}; got " + \
+        ", ".join(f"{r['check']}/{r['array']}" for r in failed)
+    if block:
+        blocks = (block,) if isinstance(block, str) else block
+        assert named[0]["block"] in blocks
+    if fault == "bias gradient dropped":  # only that block of that parameter is wrong
+        assert {r["array"] for r in failed if "gradients" in r["check"]} == {"d_params[bias_hh]"}
+    if fault == "final-state gradient dropped":
+        assert not [r for r in failed if r["check"] == "adjoint via outputs only"]
+    if fault == "perturbed forward":  # reported as a forward mismatch, before any gradient
+        first = next(i for i, r in enumerate(rows) if not r["passed"])
+        assert "forward" in rows[first]["check"]
+
+
+def test_table_names_check_array_block_and_element(tmp_path):
+    path = _module(tmp_path, "numpy", *FAULTS["bias gradient dropped"][0]["numpy"])
+    code, out, _ = _verify("--module", str(path), "--cell", "lstm", "--dtype", "float64")
+    assert code == 1
+    line = next(ln for ln in out.splitlines() if ln.startswith("FAIL lstm numpy float64 vs torch"))
+    assert "d_params[bias_hh] block b_hi: worst element at (" in line
+    assert re.search(r"expected -?[0-9.e-]+, got -?0; relative error", line)
+
+
+def test_junit_report_has_a_testcase_per_check(tmp_path):
+    path = _module(tmp_path, "numpy", *FAULTS["flipped sign"][0]["numpy"])
+    report = tmp_path / "verify.xml"
+    code, out, _ = _verify("--module", str(path), "--cell", "lstm", "--dtype", "float64",
+                           "--format", "junit", "-o", str(report))
+    assert code == 1 and out == ""
+    suite = ET.parse(report).getroot()
+    cases = suite.findall("testcase")
+    assert len(cases) == int(suite.get("tests")) >= 10
+    failing = [c for c in cases if c.find("failure") is not None]
+    assert int(suite.get("failures")) == len(failing) > 0
+    assert any("d_params[weight_hh] block W_hf" in c.find("failure").text for c in failing)
+
+
+def test_verify_cells_and_user_spec_json_is_clean_stdout(tmp_path):
+    spec = tmp_path / "indrnn.toml"
+    spec.write_text('name = "indrnn"\ninput = "x"\nstate = ["h"]\noutput = "h"\n'
+                    '[equations]\nh = "tanh(W @ x + u * h_prev + b)"\n')
+    code, out, err = _verify("gru", str(spec), "--dtype", "float64", "--format", "json")
+    assert code == 0
+    rows = json.loads(out)  # progress went to stderr, so stdout is pure JSON
+    assert {r["cell"] for r in rows} == {"gru", "indrnn"}
+    assert {r["backend"] for r in rows} == {"numpy", "torch"}
+    keys = {"cell", "backend", "dtype", "check", "array", "max_rel_error", "tolerance", "passed"}
+    assert all(keys <= set(r) for r in rows)
+    assert "verify: gru numpy float64" in err
+    assert not any(r["check"].startswith("vs torch.nn") for r in rows if r["cell"] == "indrnn")
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "name at least one cell"),
+    (["nope"], "unknown cell"),
+    (["--module", "x.py"], "--module needs --cell"),
+    (["--cell", "lstm"], "--cell names the cell of a --module file"),
+    (["--module", "missing.py", "--cell", "lstm"], "no such file"),
+    (["lstm", "--backend", "jax"], "Invalid value for '--backend'"),
+])
+def test_usage_and_input_errors_exit_2(args, message):
+    code, out, err = _verify(*args)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in out + err
+
+
+def test_a_file_that_is_not_an_emitted_module_exits_2(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("x = 1\n")
+    code, _, err = _verify("--module", str(bad), "--cell", "lstm")
+    assert code == 2 and "not an emitted module" in err
+    wrong = _module(tmp_path, "numpy", name="gru_for_lstm.py")
+    code, _, err = _verify("--module", str(wrong), "--cell", "gru")
+    assert code == 2 and "does not run as a module of gru" in err

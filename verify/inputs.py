@@ -1,0 +1,88 @@
+"""Inputs for checks (random, with distinct values per gate block) and array comparison."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def dims(spec: tuple[str, ...], I: int, H: int) -> tuple[int, ...]:
+    """('4*H', 'I') -> (4 * H, I)."""
+    out = []
+    for dim in spec:
+        k, _, name = dim.rpartition("*")
+        out.append((int(k) if k else 1) * {"H": H, "I": I}[name])
+    return tuple(out)
+
+
+def random_params(module, I: int, H: int, rng: np.random.Generator, dtype=np.float64,
+                  scale: float = 1.0) -> dict[str, np.ndarray]:
+    """Parameters whose gate blocks differ in spread and offset, so that a permuted layout
+    cannot pass a check by accident."""
+    params = {}
+    for name, spec in module.PARAMS.items():
+        shape = dims(spec, I, H)
+        blocks = module.BLOCKS[name]
+        parts = []
+        for k in range(len(blocks)):
+            block = rng.uniform(-1, 1, (shape[0] // len(blocks), *shape[1:]))
+            parts.append(block * (0.3 + 0.2 * k) / np.sqrt(H) + 0.05 * (k - 1))
+        params[name] = (np.concatenate(parts, axis=0) * scale).astype(dtype)
+    return params
+
+
+@dataclass
+class Problem:
+    """One case: inputs and the adjoints that enter through the outputs and the final state."""
+
+    label: str
+    x: np.ndarray
+    state0: dict[str, np.ndarray]
+    params: dict[str, np.ndarray]
+    d_outputs: np.ndarray
+    d_state_T: dict[str, np.ndarray]
+
+    def astype(self, dtype) -> Problem:
+        cast = lambda tree: {k: v.astype(dtype) for k, v in tree.items()}  # noqa: E731
+        return Problem(self.label, self.x.astype(dtype), cast(self.state0), cast(self.params),
+                       self.d_outputs.astype(dtype), cast(self.d_state_T))
+
+
+def make_problem(module, T: int, B: int, I: int, H: int, seed: int, scale: float = 1.0,
+                 label: str | None = None) -> Problem:
+    rng = np.random.default_rng(seed)
+    params = random_params(module, I, H, rng, scale=scale)
+    x = rng.standard_normal((T, B, I)) * (1 if scale == 1 else 3)
+    state0 = {n: rng.standard_normal((B, H)) * 0.5 for n in module.STATE}
+    d_out = rng.standard_normal((T, B, H))
+    d_T = {n: rng.standard_normal((B, H)) for n in module.STATE}
+    return Problem(label or f"T={T} B={B} I={I} H={H}", x, state0, params, d_out, d_T)
+
+
+@dataclass
+class Comparison:
+    max_rel_error: float
+    index: tuple[int, ...]
+    expected: float
+    actual: float
+    shape: tuple[int, ...] = ()
+
+
+def compare(actual, expected) -> Comparison:
+    """Relative error ||a - b|| / ||b|| of a whole array, and its worst element."""
+    a = np.asarray(actual, dtype=np.float64)
+    b = np.asarray(expected, dtype=np.float64)
+    if a.shape != b.shape:
+        return Comparison(float("inf"), (), float("nan"), float("nan"), b.shape)
+    diff = a - b
+    norm = float(np.linalg.norm(b))
+    if not np.all(np.isfinite(a)):
+        err = float("inf")
+    else:
+        err = float(np.linalg.norm(diff)) / (norm if norm > 0 else 1.0)
+    if diff.size == 0:
+        return Comparison(err, (), 0.0, 0.0, b.shape)
+    bad = np.where(np.isfinite(diff), np.abs(diff), np.inf)
+    index = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), diff.shape))
+    return Comparison(err, index, float(b[index]), float(a[index]), b.shape)
