@@ -168,8 +168,8 @@ class Checker:
                                 with_state=False)
         yield from self.against("adjoint via state_T only", False, problems[1:2],
                                 with_outputs=False)
-        saturated = make_problem(self.runner, 5, 3, 4, 6, seed=5, scale=8.0,
-                                 label="saturated: weights x8, inputs x3")
+        saturated = make_problem(self.runner, 5, 3, 4, 6, seed=5, scale=20.0,
+                                 label="saturated: weights x20, inputs x3")
         yield from self.against("saturated gates", False, [saturated.astype(self.np_dtype)],
                                 "saturated")
         if self.dtype == "float64":
