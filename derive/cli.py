@@ -26,7 +26,7 @@ def _fail(message: str) -> None:
 
 
 # Commands of later stages, imported only when used (the emit path stays light).
-LAZY_COMMANDS = {"verify": "verify.cli:verify"}
+LAZY_COMMANDS = {"verify": "verify.cli:verify", "decay": "verify.decay_cli:decay"}
 
 
 class CellGroup(click.Group):
@@ -63,6 +63,7 @@ def main():
       derive-cells lstm --emit numpy          a standalone NumPy module on stdout
       derive-cells my_cell.toml --emit numpy -o my_cell_bptt.py
       derive-cells verify --all               check every emitted gradient (needs torch)
+      derive-cells decay rnn lstm gru --plot decay.svg   how fast gradients vanish
 
     Exit status: 0 ok, 1 a check failed, 2 usage or input error.
     """
@@ -75,13 +76,17 @@ def _load(cell: str):
         _fail(str(exc))
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write text to path through a temporary file, so a failure leaves no partial file."""
+def write_atomic(path: str, data: str | bytes) -> None:
+    """Write text or bytes to path through a temporary file: a failure leaves no partial file."""
     target = Path(path)
     fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
+        if isinstance(data, bytes):
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+                fh.write(data)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

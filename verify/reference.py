@@ -24,17 +24,19 @@ TORCH_FUNCTIONS = {
 }
 
 
-def _evaluate(expr: sympy.Expr, env: dict[str, torch.Tensor]):
+def _evaluate(expr: sympy.Expr, env: dict[str, torch.Tensor], cut: bool = False):
+    """Evaluate with Torch; cut=True stops gradients at matrix products (elementwise paths)."""
     if expr.is_Symbol:
         return env[expr.name]
     if expr.is_Number:
         return float(expr)
     if isinstance(expr, MatVec):
         matrix, operand = expr.args
-        return _evaluate(operand, env) @ env[matrix.name].T
+        product = _evaluate(operand, env, cut) @ env[matrix.name].T
+        return product.detach() if cut else product
     if type(expr) in TORCH_FUNCTIONS:
-        return TORCH_FUNCTIONS[type(expr)](_evaluate(expr.args[0], env))
-    args = [_evaluate(a, env) for a in expr.args]
+        return TORCH_FUNCTIONS[type(expr)](_evaluate(expr.args[0], env, cut))
+    args = [_evaluate(a, env, cut) for a in expr.args]
     if expr.is_Add:
         out = args[0]
         for a in args[1:]:
@@ -61,15 +63,31 @@ def unpack(cell: Cell, params: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 
 def step(cell: Cell, x_t: torch.Tensor, state: dict[str, torch.Tensor],
-         blocks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """One step: every equation's value, given x_t (B, I) and the previous states (B, H)."""
+         blocks: dict[str, torch.Tensor], cut: bool = False) -> dict[str, torch.Tensor]:
+    """One step: every equation's value, given x_t (B, I) and the previous states (B, H).
+    cut=True stops gradients at the matrix products: what is left is elementwise."""
     env = dict(blocks)
     env[cell.input] = x_t
     env.update({f"{s}_prev": v for s, v in state.items()})
     values = {}
     for target, expr, _text in cell.equations:
-        values[target] = env[target] = _evaluate(expr, env)
+        values[target] = env[target] = _evaluate(expr, env, cut)
     return values
+
+
+def direct_path(cell: Cell, x_t, state: dict, blocks: dict) -> dict[str, torch.Tensor]:
+    """The diagonal of d s_t / d s_{t-1} along the elementwise path alone (LSTM's c: f; the
+    GRU's h: z), for every state s: (B, H)."""
+    prev = {s: v.detach().clone().requires_grad_() for s, v in state.items()}
+    values = step(cell, x_t, prev, blocks, cut=True)
+    out = {}
+    for s in cell.state:
+        if not values[s].requires_grad:
+            out[s] = torch.zeros_like(prev[s])
+            continue
+        (grad,) = torch.autograd.grad(values[s].sum(), prev[s], allow_unused=True)
+        out[s] = grad if grad is not None else torch.zeros_like(prev[s])
+    return out
 
 
 def run(cell: Cell, x: torch.Tensor, state0: dict[str, torch.Tensor],

@@ -1,0 +1,93 @@
+"""Plots (matplotlib, no display): gradient-norm decay against distance.
+
+Output is deterministic (fixed SVG ids, no dates), and every line carries an id
+(``measured-<cell>-<state>``, ``predicted-<cell>-<state>``) so that tests and reports can find it.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+FLOAT32_MIN_NORMAL_LOG10 = math.log10(1.1754943508222875e-38)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"svg.hashsalt": "derive-cells", "svg.fonttype": "none",
+                         "font.size": 10, "axes.grid": True, "grid.alpha": 0.3})
+    return plt
+
+
+def _slug(*parts: str) -> str:
+    return "-".join("".join(c if c.isalnum() or c == "_" else "_" for c in p) for p in parts)
+
+
+def decay_figure(measurements: list[dict], title: str | None = None):
+    """log10 of the gradient norm against the distance back from the last step: one line per
+    cell and state, the predicted slope dashed, rates in the legend."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    k = 0
+    for m in measurements:
+        d = m["distance"]
+        for state, values in m["log10_norm"].items():
+            if all(v is None for v in values):
+                continue
+            color = colors[k % len(colors)]
+            k += 1
+            xs = [x for x, v in zip(d, values, strict=True) if v is not None]
+            ys = [v for v in values if v is not None]
+            rate = m["rate_per_step"].get(state)
+            label = f"{m['cell']} {state}: {rate:.4g} per step" if rate else \
+                f"{m['cell']} {state}"
+            (line,) = ax.plot(xs, ys, color=color, lw=1.6, label=label)
+            line.set_gid(_slug("measured", m["cell"], state))
+            spread = m.get("log10_spread", {}).get(state)
+            if spread:
+                lo = [v - s for v, s in zip(values, spread, strict=True)
+                      if v is not None and s is not None]
+                hi = [v + s for v, s in zip(values, spread, strict=True)
+                      if v is not None and s is not None]
+                if len(lo) == len(xs):
+                    band = ax.fill_between(xs, lo, hi, color=color, alpha=0.12, lw=0)
+                    band.set_gid(_slug("spread", m["cell"], state))
+            pred = m["predicted_rate_per_step"].get(state)
+            if pred and pred > 0:
+                start = max(2, m["steps"] // 10)
+                x0 = min(xs, key=lambda x: abs(x - start))
+                y0 = ys[xs.index(x0)]
+                x1 = d[-1]
+                kind = (m.get("prediction", {}).get(state) or "predicted").split(":")[0]
+                (dash,) = ax.plot([x0, x1], [y0, y0 + (x1 - x0) * math.log10(pred)],
+                                  color=color, lw=1.2, ls="--",
+                                  label=f"{m['cell']} {state}, {kind}: {pred:.4g} per step")
+                dash.set_gid(_slug("predicted", m["cell"], state))
+            leaves = m.get("float32_leaves_normal_range_at", {}).get(state)
+            if m.get("dtype") == "float32" and leaves is not None:
+                mark = ax.axvline(leaves, color=color, lw=0.8, ls=":",
+                                  label=f"{m['cell']} {state} leaves float32's normal range "
+                                        f"at d={leaves}")
+                mark.set_gid(_slug("float32", m["cell"], state))
+    if any(m.get("dtype") == "float32" for m in measurements):
+        ax.axhline(FLOAT32_MIN_NORMAL_LOG10, color="0.4", lw=0.8, ls=":")
+    ax.set_xlabel("distance d back from the last step")
+    ax.set_ylabel(r"$\log_{10} \|\partial L / \partial s_{T-d}\|$ (geometric mean over batch)")
+    ax.set_title(title or "Gradient norm across timesteps")
+    ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
+    fig.tight_layout()
+    return fig
+
+
+def render(fig, fmt: str) -> bytes:
+    """The figure as SVG or PNG bytes, the same bytes for the same figure."""
+    buf = io.BytesIO()
+    metadata = {"Date": None} if fmt == "svg" else {"Software": None}
+    fig.savefig(buf, format=fmt, metadata=metadata, dpi=120)
+    _pyplot().close(fig)
+    return buf.getvalue()
