@@ -87,6 +87,9 @@ def write_atomic(path: str, data: str | bytes) -> None:
         else:
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
                 fh.write(data)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # as open() would have made it, not mkstemp's 0600
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

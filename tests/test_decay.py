@@ -165,3 +165,12 @@ def test_png_plot_is_a_real_nonblank_image(tmp_path):
 def test_decay_input_errors_exit_2(args, message):
     code, out, err = _decay(*args)
     assert code == 2 and message in err and "Traceback" not in out + err
+
+
+def test_forget_bias_with_several_cells_applies_where_there_is_a_forget_gate():
+    code, out, err = _decay("lstm", "gru", "--steps", "40", "--forget-bias", "4",
+                            "--format", "json")
+    assert code == 0
+    lstm, gru = json.loads(out)
+    assert lstm["predicted_rate_per_step"]["c"] > 0.95  # sigma(4) on average: 0.982
+    assert "gru has no forget gate" in err

@@ -108,19 +108,27 @@ def decay(cells, steps, batch, hidden, input_size, seed, recurrent_init, gain, i
         _fail(str(exc))
     setup = Setup(steps, batch, hidden, input_size, seed, recurrent_init, gain, input_scale,
                   bias, forget_bias, dtype)
-    results = []
+    results, skipped = [], []
     with tempfile.TemporaryDirectory(prefix="derive-cells-decay-") as tmp:
         for cell in loaded:
             click.echo(f"decay: {cell.name} T={steps} B={batch} H={hidden} {dtype} ...",
                        err=True)
             deriv = derive(cell)
             module = emit_and_import(deriv, "numpy", Path(tmp))
+            progress = lambda msg: click.echo(f"decay: {msg}", err=True)  # noqa: E731
             try:
-                m = measure(module, deriv, setup,
-                            progress=lambda msg: click.echo(f"decay: {msg}", err=True))
+                m = measure(module, deriv, setup, progress=progress)
             except SetupError as exc:
-                _fail(str(exc))
+                if len(loaded) == 1 or forget_bias is None:
+                    _fail(str(exc))
+                skipped.append(cell.name)  # several cells: --forget-bias is for those with f
+                click.echo(f"decay: {cell.name} has no forget gate; --forget-bias does not "
+                           "apply to it", err=True)
+                no_forget = Setup(**{**setup.__dict__, "forget_bias": None})
+                m = measure(module, deriv, no_forget, progress=progress)
             results.append(m.as_dict())
+    if skipped and len(skipped) == len(loaded):
+        _fail("--forget-bias needs a cell with a forget gate 'f'")
     if fmt == "json":
         text = json.dumps(results[0] if len(results) == 1 else results, indent=1) + "\n"
     else:
