@@ -26,7 +26,8 @@ def _fail(message: str) -> None:
 
 
 # Commands of later stages, imported only when used (the emit path stays light).
-LAZY_COMMANDS = {"verify": "verify.cli:verify", "decay": "verify.decay_cli:decay"}
+LAZY_COMMANDS = {"verify": "verify.cli:verify", "decay": "verify.decay_cli:decay",
+                 "report": "reports.cli:report"}
 
 
 class CellGroup(click.Group):
@@ -64,6 +65,7 @@ def main():
       derive-cells my_cell.toml --emit numpy -o my_cell_bptt.py
       derive-cells verify --all               check every emitted gradient (needs torch)
       derive-cells decay rnn lstm gru --plot decay.svg   how fast gradients vanish
+      derive-cells report lstm -o lstm.html   the whole story as a document (.html/.tex/.pdf)
 
     Exit status: 0 ok, 1 a check failed, 2 usage or input error.
     """

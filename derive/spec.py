@@ -15,6 +15,7 @@ from pathlib import Path
 
 import sympy
 
+from derive.display import parse_latex_name
 from derive.functions import FUNCTIONS
 
 CELLS_DIR = Path(__file__).parent / "cells"
@@ -367,8 +368,17 @@ def _check_pack(pack: object, cell: Cell, source: str) -> dict[str, tuple[str, .
 
 
 def _check_latex(latex: object, cell: Cell, source: str) -> dict[str, str]:
+    """Display names: a letter or Greek letter, an accent, a subscript; nothing else."""
     if not isinstance(latex, dict) or not all(isinstance(v, str) for v in latex.values()):
         raise SpecError(source, "[latex] must be a table of strings")
+    names = {cell.input, *cell.state, *cell.order, *(t for t, _, _ in cell.equations)}
+    for name, text in latex.items():
+        if name not in names:
+            raise SpecError(source, f"[latex] names {name!r}, which the cell does not use")
+        if parse_latex_name(text) is None:
+            raise SpecError(source, f"[latex] {name} = {text!r}: write a letter or Greek letter "
+                            "(\\Gamma), optionally with an accent (\\tilde{c}, \\hat, \\bar, "
+                            "\\vec, \\dot) and a subscript (_u, _{ij})")
     return dict(latex)
 
 

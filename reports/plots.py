@@ -87,7 +87,8 @@ def decay_figure(measurements: list[dict], title: str | None = None):
 def render(fig, fmt: str) -> bytes:
     """The figure as SVG or PNG bytes, the same bytes for the same figure."""
     buf = io.BytesIO()
-    metadata = {"Date": None} if fmt == "svg" else {"Software": None}
+    metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None, "ModDate": None},
+                "png": {"Software": None}}[fmt]
     fig.savefig(buf, format=fmt, metadata=metadata, dpi=120)
     _pyplot().close(fig)
     return buf.getvalue()

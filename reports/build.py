@@ -1,0 +1,73 @@
+"""Gather everything a report shows, for one or several cells: derivation, emitted code,
+verification and gradient decay (the data path spec -> derivation -> code -> verify -> report)."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from derive.derivation import derive
+from derive.emit import emit
+from derive.spec import Cell
+from reports.content import CellContent, cell_content
+from verify.report import grouped
+
+DECAY_STEPS = 100
+
+
+@dataclass
+class Report:
+    cells: list[CellContent]
+    decay_setup: str
+
+    @property
+    def title(self) -> str:
+        return ", ".join(c.name for c in self.cells)
+
+
+def _verification(cell: Cell, deriv, folder: Path) -> list[dict]:
+    """One row per check: worst array and error over both backends and both dtypes."""
+    from verify.checks import Checker
+    from verify.modules import Runner, emit_and_import
+
+    runners = {t: Runner(emit_and_import(deriv, t, folder), t) for t in ("numpy", "torch")}
+    results, cache = [], {}
+    for dtype in ("float64", "float32"):
+        for target, runner in runners.items():
+            other = runners["torch"] if target == "numpy" else None
+            results += list(Checker(cell, runner, target, dtype, other, cache).all())
+    rows = []
+    for (_, backend, dtype, check), arrays in grouped(results):
+        worst = max(arrays, key=lambda r: r.max_rel_error / r.tolerance)
+        rows.append({"backend": backend, "dtype": dtype, "check": check, "array": worst.array,
+                     "error": worst.max_rel_error, "tolerance": worst.tolerance,
+                     "passed": all(r.passed for r in arrays)})
+    return rows
+
+
+def _decay(deriv, folder: Path) -> dict:
+    from verify.decay import Setup, measure
+    from verify.modules import emit_and_import
+
+    module = emit_and_import(deriv, "numpy", folder)
+    return measure(module, deriv, Setup(steps=DECAY_STEPS)).as_dict()
+
+
+def build(cells: list[Cell], progress=None) -> Report:
+    contents = []
+    with tempfile.TemporaryDirectory(prefix="derive-cells-report-") as tmp:
+        for cell in cells:
+            if progress:
+                progress(f"{cell.name}: derivation, verification, decay ...")
+            deriv = derive(cell)
+            source = emit(deriv, "numpy", command=f"derive-cells {cell.name} --emit numpy")
+            content = cell_content(deriv, source)
+            folder = Path(tmp) / re.sub(r"\W", "_", cell.name)
+            folder.mkdir()
+            content.verification = _verification(cell, deriv, folder)
+            content.decay = _decay(deriv, folder)
+            contents.append(content)
+    return Report(contents, f"T={DECAY_STEPS}, B=16, H=I=32, PyTorch's initialization, "
+                            "standard-normal inputs, float64")

@@ -1,0 +1,103 @@
+"""`derive-cells report`: one document that tells a cell's whole story."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+FORMATS = {".html": "html", ".htm": "html", ".tex": "tex", ".pdf": "pdf"}
+
+
+def _fail(message: str) -> None:
+    click.echo(f"derive-cells report: error: {message}", err=True)
+    sys.exit(2)
+
+
+@click.command("report")
+@click.argument("cells", nargs=-1, required=True, metavar="CELL_OR_SPEC...")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="The document to write (.html, .tex or .pdf).")
+@click.option("--format", "fmt", type=click.Choice(["html", "tex", "pdf"]), default=None,
+              help="Default: from the output file's extension.")
+def report(cells, output, fmt):
+    """Write an HTML, LaTeX or PDF report of one or several cells.
+
+    The forward equations, the derived BPTT adjoint equations step by step, the parameter
+    gradients, the per-step Jacobian, the emitted code with each line tied to its equation,
+    the verification results and the gradient-decay plot with rates beside the theory.
+    Several cells add a comparison: decay curves on one plot, parameters and multiply-adds
+    per step, verification summary.
+
+    \b
+      derive-cells report lstm -o lstm.html
+      derive-cells report rnn lstm gru -o cells.html
+      derive-cells report lstm -o lstm.tex      (figures as PDF files beside it)
+      derive-cells report lstm -o lstm.pdf      (runs pdflatex)
+
+    HTML needs nothing else; a reader opens it in any browser, offline. Exit status: 0 ok,
+    2 usage or input error (including --format pdf without pdflatex).
+    """
+    from derive.spec import SpecError, load_cell
+
+    fmt = fmt or FORMATS.get(Path(output).suffix.lower())
+    if fmt is None:
+        _fail(f"{output}: cannot tell the format from the extension; use --format "
+              "html|tex|pdf or a .html, .tex or .pdf file")
+    if fmt == "pdf" and shutil.which("pdflatex") is None:
+        _fail("--format pdf runs pdflatex, which is not installed (Debian/Ubuntu: apt-get "
+              "install texlive-latex-base); --format tex writes the .tex to compile elsewhere")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        _fail("report needs torch (pip install torch) for its verification and decay sections")
+    try:
+        loaded = [load_cell(c) for c in dict.fromkeys(cells)]
+    except SpecError as exc:
+        _fail(str(exc))
+    from derive.cli import write_atomic
+    from reports.build import build
+
+    data = build(loaded, progress=lambda m: click.echo(f"report: {m}", err=True))
+    try:
+        if fmt == "html":
+            from reports.html import render_html
+
+            write_atomic(output, render_html(data))
+        else:
+            from reports.latex import render_latex
+
+            tex, figures = render_latex(data, Path(output).stem)
+            if fmt == "tex":
+                for name, pdf in figures.items():
+                    write_atomic(str(Path(output).parent / name), pdf)
+                write_atomic(output, tex)
+            else:
+                write_atomic(output, _pdflatex(tex, figures, Path(output).stem))
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror or exc}")
+    click.echo(f"report: wrote {output}", err=True)
+
+
+def _pdflatex(tex: str, figures: dict[str, bytes], stem: str) -> bytes:
+    """Compile in a temporary folder (twice, for the table of contents); return the PDF."""
+    with tempfile.TemporaryDirectory(prefix="derive-cells-pdf-") as tmp:
+        folder = Path(tmp)
+        (folder / f"{stem}.tex").write_text(tex, encoding="utf-8")
+        for name, pdf in figures.items():
+            (folder / name).write_bytes(pdf)
+        # fixed dates and IDs: the same document gives the same bytes
+        env = {**os.environ, "SOURCE_DATE_EPOCH": "0", "FORCE_SOURCE_DATE": "1"}
+        for _ in range(2):
+            run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error",
+                                  "-no-shell-escape", f"{stem}.tex"], cwd=folder, env=env,
+                                 capture_output=True, text=True, errors="replace", timeout=300)
+            if run.returncode != 0:
+                tail = "\n".join(run.stdout.splitlines()[-25:])
+                raise click.ClickException(f"pdflatex failed:\n{tail}")
+        return (folder / f"{stem}.pdf").read_bytes()

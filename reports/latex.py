@@ -1,0 +1,90 @@
+"""The LaTeX report: a .tex document (amsmath, graphicx) whose figures are PDF files written
+beside it; it compiles with pdflatex from a plain TeX Live (texlive-latex-base)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import jinja2
+
+import derive
+from reports.build import Report
+from reports.plots import decay_figure, render
+
+TEMPLATES = Path(__file__).parent / "templates"
+_SPECIAL = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&",
+            "#": r"\#", "^": r"\^{}", "_": r"\_", "%": r"\%", "~": r"\textasciitilde{}",
+            "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}"}
+
+
+def tex_escape(text: object) -> str:
+    """Plain text that LaTeX prints as it is (names and titles from a spec included)."""
+    out = "".join(_SPECIAL.get(c, c) for c in str(text))
+    return out.replace("\u2212", "-").replace("\u2019", "'")
+
+
+def _aligned(latex: str) -> str:
+    """'lhs = rhs' -> 'lhs &= rhs' for align environments."""
+    for op in (r" \mathrel{+}= ", " = "):
+        if op in latex:
+            left, right = latex.split(op, 1)
+            return f"{left} &{op.strip()} {right}"
+    return latex
+
+
+def _num(value, spec: str) -> str:
+    return "--" if value is None else format(value, spec)
+
+
+def render_latex(report: Report, stem: str) -> tuple[str, dict[str, bytes]]:
+    """The .tex text and its figures ({file name: PDF bytes})."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), block_start_string=r"\BLOCK{",
+        block_end_string="}", variable_start_string=r"\VAR{", variable_end_string="}",
+        comment_start_string=r"\#{", comment_end_string="}", trim_blocks=True,
+        autoescape=False, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    figures: dict[str, bytes] = {}
+    cells = []
+    for c in report.cells:
+        slug = re.sub(r"[^A-Za-z0-9]", "-", c.name)
+        figure = f"{stem}-{slug}-decay.pdf"
+        figures[figure] = render(decay_figure([c.decay], f"{c.name}: gradient norm across "
+                                              "timesteps"), "pdf")
+        for e in (*c.forward, *c.backward, *c.gradients, *c.jacobian):
+            e.latex_aligned = _aligned(e.latex)
+            e.note_tex = tex_escape(e.note)
+            e.more_tex = [m[0] for m in e.more]
+        d = c.decay
+        cells.append(SimpleNamespace(
+            **{k: getattr(c, k) for k in ("forward", "backward", "gradients", "jacobian",
+                                          "param_count", "macs")},
+            name=tex_escape(c.name), title=tex_escape(c.title), slug=slug,
+            input_tex=tex_escape(c.input), output_tex=tex_escape(c.output),
+            state_tex=tex_escape(", ".join(c.state)),
+            params=[tuple(tex_escape(v) for v in row) for row in c.params],
+            code_text="\n".join(line for line, _ in c.code).replace("\\end{verbatim}", ""),
+            verification_tex=[" & ".join([tex_escape(r["backend"]), tex_escape(r["dtype"]),
+                                          tex_escape(r["check"]), tex_escape(r["array"]),
+                                          f"{r['error']:.1e}", f"{r['tolerance']:.0e}",
+                                          "ok" if r["passed"] else r"\textbf{FAIL}"])
+                              for r in c.verification],
+            checks=len(c.verification), passed=sum(r["passed"] for r in c.verification),
+            figure=figure,
+            decay_tex=[" & ".join([tex_escape(s), _num(d["rate_per_step"][s], ".4g"),
+                                   (f"{d['predicted_rate_per_step'][s]:.4g} "
+                                    f"({tex_escape(d['prediction'][s])})")
+                                   if d["predicted_rate_per_step"][s] is not None else "--",
+                                   _num(d["time_constant"][s], ".3g"),
+                                   _num(d["half_life"][s], ".3g")])
+                       for s in d["rate_per_step"]]))
+    comparison = ""
+    if len(report.cells) > 1:
+        comparison = f"{stem}-comparison-decay.pdf"
+        figures[comparison] = render(decay_figure([c.decay for c in report.cells],
+                                                  "Gradient norm across timesteps"), "pdf")
+    tex = env.get_template("report.tex.j2").render(
+        title=tex_escape(report.title), version=derive.__version__, cells=cells,
+        decay_setup=tex_escape(report.decay_setup), comparison_figure=comparison)
+    return tex, figures
