@@ -593,3 +593,22 @@ def test_spec_file_name_cannot_inject_code(tmp_path, monkeypatch):
     name = "x\"\"\";import os;os.system('touch PWNED');\"\"\".toml"
     write(tmp_path, VALID, name)
     assert_emitted_module_is_inert(tmp_path, run_cli(name, "--emit", "numpy"))
+
+
+@pytest.mark.parametrize("value", [r"\input{/etc/passwd}", r"\write18{touch PWNED}",
+                                   r"x}\input{y", r"\tilde{c}}\def", r"\foo", "a b", ""])
+def test_latex_display_names_outside_the_grammar_are_refused(tmp_path, value):
+    spec = tmp_path / "latex.toml"
+    escaped = value.replace("\\", "\\\\")
+    spec.write_text('name = "t"\ninput = "x"\nstate = ["h"]\noutput = "h"\n[equations]\n'
+                    f'h = "tanh(W @ x + U @ h_prev)"\n[latex]\nh = "{escaped}"\n')
+    with pytest.raises(SpecError, match=r"\[latex\] h = .*write a letter or Greek letter"):
+        load_cell(str(spec))
+
+
+def test_latex_display_name_for_an_unknown_name_is_refused(tmp_path):
+    spec = tmp_path / "latex.toml"
+    spec.write_text('name = "t"\ninput = "x"\nstate = ["h"]\noutput = "h"\n[equations]\n'
+                    'h = "tanh(W @ x + U @ h_prev)"\n[latex]\nq = "q"\n')
+    with pytest.raises(SpecError, match=r"\[latex\] names 'q'"):
+        load_cell(str(spec))
