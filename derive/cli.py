@@ -20,9 +20,27 @@ from derive.spec import SpecError, builtin_cells, load_cell
 EMIT_TARGETS = ("numpy", "torch")
 
 
-def _fail(message: str) -> None:
-    click.echo(f"derive-cells: error: {message}", err=True)
+def fail(message: str, command: str = "derive-cells") -> None:
+    """Report a usage or input error and exit with status 2 (no traceback)."""
+    click.echo(f"{command}: error: {message}", err=True)
     sys.exit(2)
+
+
+
+def load_cells(names, command: str = "derive-cells") -> list:
+    """Cells by name or spec path, each once, in order; a bad one exits 2 naming it."""
+    try:
+        return [load_cell(n) for n in dict.fromkeys(names)]
+    except SpecError as exc:
+        fail(str(exc), command)
+
+
+def require_torch(command: str, purpose: str) -> None:
+    """Commands whose references are computed by torch: a clear error when it is missing."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        fail(f"{purpose} needs torch (pip install torch)", command)
 
 
 # Commands of later stages, imported only when used (the emit path stays light).
@@ -71,11 +89,6 @@ def main():
     """
 
 
-def _load(cell: str):
-    try:
-        return load_cell(cell)
-    except SpecError as exc:
-        _fail(str(exc))
 
 
 def write_atomic(path: str, data: str | bytes) -> None:
@@ -114,7 +127,7 @@ def emit_command(cell: str, target: str | None, output: str | None):
     """
     from derive.derivation import derive as run_derivation
 
-    spec = _load(cell)
+    (spec,) = load_cells([cell])
     deriv = run_derivation(spec)
     if target is None:
         from derive.text import derivation_text
@@ -128,7 +141,7 @@ def emit_command(cell: str, target: str | None, output: str | None):
         try:
             write_atomic(output, text)
         except OSError as exc:
-            _fail(f"cannot write {output}: {exc.strerror or exc}")
+            fail(f"cannot write {output}: {exc.strerror or exc}")
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=False)

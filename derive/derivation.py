@@ -75,7 +75,6 @@ class Derivation:
     saved: list[str]  # forward values the backward step reads, in node order
     jacobian: dict[tuple[str, str], list[JacobianTerm]]  # (s, s') -> terms of ds_t/ds'_{t-1}
     jacobian_operands: dict[str, dict[str, list[JacobianTerm]]] = field(default_factory=dict)
-    names: dict[str, str] = field(default_factory=dict)  # made-up name -> what it stands for
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)

@@ -5,18 +5,18 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import click
 
+from derive.cli import fail, load_cells, require_torch, write_atomic
+
 FORMATS = {".html": "html", ".htm": "html", ".tex": "tex", ".pdf": "pdf"}
 
 
 def _fail(message: str) -> None:
-    click.echo(f"derive-cells report: error: {message}", err=True)
-    sys.exit(2)
+    fail(message, "derive-cells report")
 
 
 @click.command("report")
@@ -43,8 +43,6 @@ def report(cells, output, fmt):
     HTML needs nothing else; a reader opens it in any browser, offline. Exit status: 0 ok,
     2 usage or input error (including --format pdf without pdflatex).
     """
-    from derive.spec import SpecError, load_cell
-
     fmt = fmt or FORMATS.get(Path(output).suffix.lower())
     if fmt is None:
         _fail(f"{output}: cannot tell the format from the extension; use --format "
@@ -52,15 +50,8 @@ def report(cells, output, fmt):
     if fmt == "pdf" and shutil.which("pdflatex") is None:
         _fail("--format pdf runs pdflatex, which is not installed (Debian/Ubuntu: apt-get "
               "install texlive-latex-base); --format tex writes the .tex to compile elsewhere")
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        _fail("report needs torch (pip install torch) for its verification and decay sections")
-    try:
-        loaded = [load_cell(c) for c in dict.fromkeys(cells)]
-    except SpecError as exc:
-        _fail(str(exc))
-    from derive.cli import write_atomic
+    require_torch("derive-cells report", "report (its verification and decay sections)")
+    loaded = load_cells(cells, "derive-cells report")
     from reports.build import build
 
     data = build(loaded, progress=lambda m: click.echo(f"report: {m}", err=True))

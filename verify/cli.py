@@ -9,13 +9,14 @@ from pathlib import Path
 
 import click
 
+from derive.cli import fail, load_cells, require_torch
+
 BACKENDS = ("numpy", "torch")
 DTYPES = ("float64", "float32")
 
 
 def _fail(message: str) -> None:
-    click.echo(f"derive-cells verify: error: {message}", err=True)
-    sys.exit(2)
+    fail(message, "derive-cells verify")
 
 
 def _choices(value: str, options: tuple[str, ...]) -> tuple[str, ...]:
@@ -66,7 +67,7 @@ def verify(cells, all_cells, backend, dtype, fmt, output, module_file, module_ce
 
     Exit status: 0 every check passed, 1 a check failed, 2 usage or input error.
     """
-    from derive.spec import SpecError, builtin_cells, load_cell
+    from derive.spec import builtin_cells
 
     if module_file and not module_cell:
         _fail("--module needs --cell, the cell the module implements")
@@ -79,18 +80,12 @@ def verify(cells, all_cells, backend, dtype, fmt, output, module_file, module_ce
         names = [module_cell]
     if not names:
         _fail("name at least one cell or spec file, or use --all (see --help)")
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        _fail("verify needs torch (pip install torch) for its references")
+    require_torch("derive-cells verify", "verify (its references)")
     from verify.checks import Checker
     from verify.modules import ModuleError, Runner, emit_and_import, load_module_file
     from verify.report import FORMATS
 
-    try:
-        loaded = [load_cell(n) for n in dict.fromkeys(names)]
-    except SpecError as exc:
-        _fail(str(exc))
+    loaded = load_cells(names, "derive-cells verify")
     results, start = [], time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="derive-cells-verify-") as tmp:
         for cell in loaded:

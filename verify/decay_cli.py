@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import click
 
+from derive.cli import fail, load_cells, require_torch, write_atomic
+
 PLOT_FORMATS = {".svg": "svg", ".png": "png"}
 
 
 def _fail(message: str) -> None:
-    click.echo(f"derive-cells decay: error: {message}", err=True)
-    sys.exit(2)
+    fail(message, "derive-cells decay")
 
 
 def _fmt(value, spec: str = ".4g") -> str:
@@ -90,22 +90,14 @@ def decay(cells, steps, batch, hidden, input_size, seed, recurrent_init, gain, i
 
     Exit status: 0 ok, 2 usage or input error.
     """
-    from derive.spec import SpecError, load_cell
-
     if plot and Path(plot).suffix.lower() not in PLOT_FORMATS:
         _fail(f"--plot {plot}: the file must end in .svg or .png")
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        _fail("decay needs torch (pip install torch) for its predictions")
+    require_torch("derive-cells decay", "decay (its predictions)")
     from derive.derivation import derive
     from verify.decay import Setup, SetupError, measure
     from verify.modules import emit_and_import
 
-    try:
-        loaded = [load_cell(c) for c in dict.fromkeys(cells)]
-    except SpecError as exc:
-        _fail(str(exc))
+    loaded = load_cells(cells, "derive-cells decay")
     setup = Setup(steps, batch, hidden, input_size, seed, recurrent_init, gain, input_scale,
                   bias, forget_bias, dtype)
     results, skipped = [], []
@@ -133,8 +125,6 @@ def decay(cells, steps, batch, hidden, input_size, seed, recurrent_init, gain, i
         text = json.dumps(results[0] if len(results) == 1 else results, indent=1) + "\n"
     else:
         text = table(results)
-    from derive.cli import write_atomic
-
     if plot:
         from reports.plots import decay_figure, render
 
