@@ -108,6 +108,7 @@ class Emitter(StepSections):
                 raise ValueError(f"x: expected a floating-point array of shape (T, B, I), got "
                                  f"{type(x).__name__} {getattr(x, 'shape', '')}")
             T, B, I = x.shape
+            _check_finite("x", x)
             unknown = sorted(set(params) - set(PARAMS))
             missing = [n for n in PARAMS if n not in params]
             if unknown or missing:
@@ -133,6 +134,13 @@ class Emitter(StepSections):
                 raise ValueError(f"{what}: expected shape {tuple(shape)}, got {tuple(a.shape)}")
             if a.dtype != like.dtype:
                 raise ValueError(f"{what}: dtype {a.dtype} differs from x's {like.dtype}")
+            _check_finite(what, a)
+
+
+        def _check_finite(what, a):
+            bad = _first_nonfinite(a)
+            if bad is not None:
+                raise ValueError(f"{what}: not finite (NaN or infinity) at index {bad}")
 
 
         def _initial(values, like, B, H):

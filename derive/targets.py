@@ -29,6 +29,12 @@ def _is_float_array(a):
     return isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating)
 
 
+def _first_nonfinite(a):
+    """Index of the first NaN or infinity in a, or None."""
+    bad = ~np.isfinite(a)
+    return tuple(int(i) for i in np.argwhere(bad)[0]) if bad.any() else None
+
+
 def _sigmoid(z):
     """1 / (1 + exp(-z)) in place on one temporary; |z| capped at 80, where sigmoid is 0 or 1
     to float32 precision (and within 2e-35 of it), so exp neither overflows nor underflows."""
@@ -112,6 +118,12 @@ TORCH = Target(
     helpers='''
 def _is_float_array(a):
     return isinstance(a, torch.Tensor) and a.dtype.is_floating_point
+
+
+def _first_nonfinite(a):
+    """Index of the first NaN or infinity in a, or None."""
+    bad = ~torch.isfinite(a)
+    return tuple(bad.nonzero()[0].tolist()) if bool(bad.any()) else None
 
 
 def _empty(shape, like):

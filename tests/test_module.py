@@ -184,7 +184,16 @@ def test_bad_inputs_raise_value_error_naming_the_array(runner, target):
     raises(r"params: unknown \['weight_hh_l0'\], missing \['weight_hh'\]", x, state0,
            {**{k: v for k, v in params.items() if k != "weight_hh"},
             "weight_hh_l0": params["weight_hh"]})
+    x_nan = x.copy()
+    x_nan[1, 0, 2] = np.nan
+    raises(r"x: not finite \(NaN or infinity\) at index \(1, 0, 2\)", x_nan, state0, params)
+    raises(r"params\['weight_hh'\]: not finite .* at index \(3, 1\)", x, state0,
+           {**params, "weight_hh": np.where(np.arange(64).reshape(16, 4) == 13, np.inf,
+                                            params["weight_hh"])})
+    raises(r"state0\['c'\]: not finite", x, {**state0, "c": state0["c"] * np.nan}, params)
     out, _, cache = mod.forward(x, state0, params)
+    with pytest.raises(ValueError, match=r"d_state_T\['c'\]: not finite"):
+        mod.backward(None, {"c": np.full((2, 4), -np.inf)}, cache)
     with pytest.raises(ValueError, match=r"d_outputs: expected shape \(2, 2, 4\)"):
         mod.backward(out[:1], None, cache)
     with pytest.raises(ValueError, match=r"d_state_T\['h'\]: dtype (torch\.)?float32"):
