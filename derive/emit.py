@@ -191,8 +191,9 @@ class Emitter(StepSections):
             members = ", ".join(m for _, m in g.members)
             x2 = "x.reshape(T * B, I)"
             if g.name in plan.bias_names:
+                folded = ", ".join(b for bs in plan.group_bias(g) for b in bs)
                 lines.append(f"    # products with the input, all steps at once ({members}),"
-                             " biases folded in")
+                             f" plus the biases {folded}")
                 product = f"_addmm(p[{plan.bias_names[g.name]!r}], {x2}, p[{g.matrix!r}])"
             else:
                 lines.append(f"    # products with the input, all steps at once ({members})")

@@ -108,7 +108,9 @@ class StepSections:
                 g = group_of[node.name]
                 if not g.hoisted and g.name not in done:
                     done.add(g.name)
-                    lines.append(f"    {g.name} = {self._product(g)}")
+                    folded = [b for bs in plan.group_bias(g) for b in bs]
+                    note = f"  # + {', '.join(folded)}, folded in" if folded else ""
+                    lines.append(f"    {g.name} = {self._product(g)}{note}")
                     lines.append(self._split_block([m for m, _ in g.members], g.name))
                 continue
             lines.append(f"    {node.name} = {self.p(plan.rw(node.expr))}")
