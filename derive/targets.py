@@ -30,7 +30,10 @@ def _is_float_array(a):
 
 
 def _first_nonfinite(a):
-    """Index of the first NaN or infinity in a, or None."""
+    """Index of the first NaN or infinity in a, or None. A finite sum (one fast reduction)
+    means every element is finite; only otherwise are the elements searched."""
+    if np.isfinite(a.sum()):
+        return None
     bad = ~np.isfinite(a)
     return tuple(int(i) for i in np.argwhere(bad)[0]) if bad.any() else None
 
@@ -121,7 +124,10 @@ def _is_float_array(a):
 
 
 def _first_nonfinite(a):
-    """Index of the first NaN or infinity in a, or None."""
+    """Index of the first NaN or infinity in a, or None. A finite sum (one fast reduction)
+    means every element is finite; only otherwise are the elements searched."""
+    if bool(torch.isfinite(a.sum())):
+        return None
     bad = ~torch.isfinite(a)
     return tuple(bad.nonzero()[0].tolist()) if bool(bad.any()) else None
 
