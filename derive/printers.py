@@ -6,11 +6,15 @@ the step bodies read the same for every target and never name the array library.
 
 from __future__ import annotations
 
+import re
+
 import sympy
 from sympy.printing.pycode import PythonCodePrinter
 
 from derive.derivation import Backprop
 from derive.functions import BY_CLASS, DERIVATIVE_HELPERS, CellFunction
+
+_SPACED = re.compile(r"(?<!\*)([*/])(?!\*)")  # a lone * or /, not either half of **
 
 
 class CellCodePrinter(PythonCodePrinter):
@@ -19,6 +23,10 @@ class CellCodePrinter(PythonCodePrinter):
     def __init__(self, group_matrices: dict[str, str]):
         super().__init__({"fully_qualified_modules": False, "standard": "python3"})
         self.group_matrices = group_matrices
+
+    def doprint(self, expr, assign_to=None) -> str:
+        """SymPy's text with spaces around * and / (not **), as code is written by hand."""
+        return _SPACED.sub(r" \1 ", super().doprint(expr, assign_to))
 
     def _print_CellFunction(self, expr: CellFunction) -> str:
         info = BY_CLASS.get(type(expr))

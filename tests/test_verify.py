@@ -51,7 +51,7 @@ def test_untouched_module_passes(tmp_path, target):
 
 FAULTS = {
     "flipped sign": (
-        {"numpy": ("d_z_f = d_f*f*(1 - f)", "d_z_f = -d_f*f*(1 - f)"),
+        {"numpy": ("d_z_f = d_f * f * (1 - f)", "d_z_f = -d_f * f * (1 - f)"),
          "torch": ("d_z_f = _dsigmoid(d_f, f)", "d_z_f = -_dsigmoid(d_f, f)")},
         "vs autograd gradients", "d_params[weight_hh]", "W_hf"),
     "gate blocks swapped": (
@@ -67,7 +67,8 @@ FAULTS = {
          for t in ("numpy", "torch")},
         "adjoint via state_T only", "d_state0[c]", ""),
     "perturbed forward": (
-        {t: ("    h = o*tanh_c\n", "    h = o*tanh_c*(1 + 1e-7)\n") for t in ("numpy", "torch")},
+        {t: ("    h = o * tanh_c\n", "    h = o * tanh_c * (1 + 1e-7)\n")
+         for t in ("numpy", "torch")},
         "vs torch.nn.LSTM forward", "outputs", ""),
 }
 
