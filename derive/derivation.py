@@ -241,12 +241,12 @@ def derive(cell: Cell) -> Derivation:
             for k, (m, _) in enumerate(g.members):
                 if m in member_expr and member_expr[m] == expr and p not in param_sources:
                     param_sources[p] = (g.name, k)
-    jac, jac_ops = _jacobian(cell, nodes, groups)
+    jac, jac_ops = _jacobian(cell, nodes)
     return Derivation(cell, nodes, groups, adjoints, group_adjoints, param_adjoints,
                       param_sources, prev_adjoints, input_elementwise, saved, jac, jac_ops)
 
 
-def _jacobian(cell: Cell, nodes: list[Node], groups: list[Group]):
+def _jacobian(cell: Cell, nodes: list[Node]):
     """Blocks of d state_t / d state'_{t-1} as sums of diagonal and matrix terms.
 
     Elementwise total derivatives D[n][leaf] are carried forward with matrix-product nodes and

@@ -117,7 +117,7 @@ class StepSections:
         lines.append(f"    return {_tuple(c.state)}, {_tuple(plan.values)}")
         return "\n".join(line for line in lines if line)
 
-    def _unpack_block_lines(self, source: str = "") -> list[str]:
+    def _unpack_block_lines(self) -> list[str]:
         """Split a saved activation block back into its named gates."""
         fu = self.plan.fusion
         if fu is None or fu.block is None or fu.block not in self.plan.values:
