@@ -104,7 +104,10 @@ def cell_content(deriv: Derivation, module_source: str) -> CellContent:
         op, own = "=", S(a.name)
         if expr.is_Add and own in expr.args:  # d_c = d_c + ...: added to what step t+1 sent
             op, expr = "+=", expr - own
-        source = f"from ({a.equation})" if a.equation else "passed to step t\u22121"
+        if a.equation:
+            source = f"from ({a.equation})"
+        else:
+            source = "to the input" if a.name == f"d_{cell.input}" else "passed to step t\u22121"
         note = "; ".join([source, *a.rules])
         backward.append(nota.equation(own, expr, f"{n + len(backward) + 1}", note, op))
 

@@ -7,6 +7,7 @@ nodes print as what they stand for (``tanh_c`` as tanh(c), ``W_ii_x`` as W_ii x)
 
 from __future__ import annotations
 
+import re
 from html import escape
 from xml.dom.minidom import parseString
 
@@ -59,6 +60,10 @@ class ReportLatexPrinter(LatexPrinter):
         super().__init__({"mul_symbol": r" \odot "})
         self.n = _Names(names, special)
 
+    def doprint(self, expr) -> str:
+        # a number times a vector is plain scaling, not an elementwise product
+        return re.sub(r"(?<![\w.])(\d+(?:\.\d+)?) \\odot ", r"\1 ", super().doprint(expr))
+
     def _print_Symbol(self, expr, style="plain"):
         name = expr.name
         if name.startswith("d_"):
@@ -81,8 +86,10 @@ class ReportMathMLPrinter(MathMLPresentationPrinter):
     def doprint(self, expr) -> str:
         text = super().doprint(expr)
         # elementwise products as odot; numeric entities, so the markup parses as XML too
-        return (text.replace("<mo>&#xB7;</mo>", "<mo>\u2299</mo>")
-                .replace("&InvisibleTimes;", "&#x2062;"))
+        text = (text.replace("<mo>&#xB7;</mo>", "<mo>\u2299</mo>")
+                .replace("&InvisibleTimes;", "&#x2062;").replace("<mo>-</mo>", "<mo>\u2212</mo>"))
+        # a number times a vector is plain scaling, not an elementwise product
+        return re.sub(r"(<mn>[^<]*</mn>)<mo>\u2299</mo>", "\\1<mo>&#x2062;</mo>", text)
 
     def _el(self, tag: str, *children, text: str | None = None):
         node = self.dom.createElement(tag)
