@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import sympy
 
 from derive.functions import BY_CLASS, CellFunction
-from derive.spec import Cell, MatVec, prev
+from derive.spec import RESERVED_NAMES, Cell, MatVec, prev
 
 
 @dataclass
@@ -56,9 +56,23 @@ class Adjoint:
 
 @dataclass
 class JacobianTerm:
-    coef: sympy.Expr  # elementwise coefficient (rows of the block)
+    coef: sympy.Expr  # elementwise coefficient (rows of the block); may read Tangent names
     matrix: str | None  # None: a diagonal term; else coef scales the rows of matrix @ J[operand]
     operand: str | None  # operand of the product (None for a diagonal term)
+
+
+@dataclass
+class Tangent:
+    """A named elementwise total derivative ``name = d node / d leaf`` within one step.
+
+    The leaf is a previous state or a matrix-product node. Coefficients read by several later
+    ones (or long) get a name, assigned once, so that later coefficients stay short.
+    """
+
+    name: str  # "_D_<node>_<leaf>": the "_" prefix is reserved, so no spec name can equal it
+    node: str
+    leaf: str
+    expr: sympy.Expr  # over saved values and earlier tangents' names
 
 
 @dataclass
@@ -75,6 +89,7 @@ class Derivation:
     saved: list[str]  # forward values the backward step reads, in node order
     jacobian: dict[tuple[str, str], list[JacobianTerm]]  # (s, s') -> terms of ds_t/ds'_{t-1}
     jacobian_operands: dict[str, dict[str, list[JacobianTerm]]] = field(default_factory=dict)
+    jacobian_tangents: list[Tangent] = field(default_factory=list)  # in the order to compute
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
@@ -95,7 +110,7 @@ class _Names:
 
     def __init__(self, cell: Cell):
         self.taken = {cell.input, *cell.state, *(prev(s) for s in cell.state), *cell.order,
-                      *(t for t, _, _ in cell.equations), *cell.pack}
+                      *(t for t, _, _ in cell.equations), *cell.pack, *RESERVED_NAMES}
 
     def new(self, base: str) -> str:
         if base.startswith(("d_", "_")):
@@ -112,6 +127,7 @@ def normalize(cell: Cell) -> tuple[list[Node], list[Group]]:
     names, nodes = _Names(cell), []
     sizes = {cell.input: "I"}
     groups: dict[str, Group] = {}
+    made: dict[sympy.Expr, sympy.Symbol] = {}  # one node per distinct product or operand
 
     def size_of(expr: sympy.Expr) -> str:
         found = {sizes.get(s.name, "H") for s in expr.free_symbols}
@@ -130,6 +146,9 @@ def normalize(cell: Cell) -> tuple[list[Node], list[Group]]:
         if isinstance(expr, MatVec):
             matrix, operand = expr.args
             operand = as_symbol(lift(operand, eq, target, f"{target}_in"), eq, f"{target}_in")
+            key = MatVec(matrix, operand)
+            if key in made:  # the same matrix times the same operand: computed once
+                return made[key]
             node = names.new(f"{matrix.name}_{operand.name}")
             group = groups.get(operand.name)
             if group is None:
@@ -137,7 +156,8 @@ def normalize(cell: Cell) -> tuple[list[Node], list[Group]]:
                     names.new(f"{operand.name}_W"), operand.name, [],
                     names.new(f"W_{operand.name}"), operand.name == cell.input)
             group.members.append((node, matrix.name))
-            return add(node, "matvec", MatVec(matrix, operand), eq)
+            made[key] = add(node, "matvec", key, eq)
+            return made[key]
         if isinstance(expr, CellFunction):
             fname = BY_CLASS[type(expr)].name
             arg = lift(expr.args[0], eq, target, base)
@@ -146,7 +166,11 @@ def normalize(cell: Cell) -> tuple[list[Node], list[Group]]:
         return expr.func(*(lift(a, eq, target, base) for a in expr.args))
 
     def as_symbol(expr: sympy.Expr, eq: int, base: str) -> sympy.Symbol:
-        return expr if expr.is_Symbol else add(names.new(base), "arith", expr, eq)
+        if expr.is_Symbol:
+            return expr
+        if expr not in made:
+            made[expr] = add(names.new(base), "arith", expr, eq)
+        return made[expr]
 
     for k, (target, expr, _text) in enumerate(cell.equations, start=1):
         if isinstance(expr, CellFunction):
@@ -193,16 +217,19 @@ def derive(cell: Cell) -> Derivation:
 
     for node in reversed(nodes):
         total = complete(node.name, node.equation, alias_ok=node.kind == "matvec")
-        if total is None:
-            continue
         if node.kind == "matvec":
             group = group_of[node.name]
-            member_adjoint[node.name] = total if total.is_Symbol else d(node.name)
-            member_expr[node.name] = total
-            if node.name == group.members[0][0]:
-                if not group.hoisted:
-                    contributions.setdefault(group.operand, []).append(
-                        Backprop(sympy.Symbol(group.name)))
+            if total is not None:
+                member_adjoint[node.name] = total if total.is_Symbol else d(node.name)
+                member_expr[node.name] = total
+            # the group's first member comes last in this sweep: every member's adjoint is
+            # known, and the operand (an earlier node) has not been reached yet
+            live = any(m in member_adjoint for m, _ in group.members)
+            if node.name == group.members[0][0] and live and not group.hoisted:
+                contributions.setdefault(group.operand, []).append(
+                    Backprop(sympy.Symbol(group.name)))
+            continue
+        if total is None:
             continue
         for sym, (partial, rule) in _partials(node).items():
             if partial != 0:
@@ -241,30 +268,96 @@ def derive(cell: Cell) -> Derivation:
             for k, (m, _) in enumerate(g.members):
                 if m in member_expr and member_expr[m] == expr and p not in param_sources:
                     param_sources[p] = (g.name, k)
-    jac, jac_ops = _jacobian(cell, nodes)
+    jac, jac_ops, tangents = _jacobian(cell, nodes)
     return Derivation(cell, nodes, groups, adjoints, group_adjoints, param_adjoints,
-                      param_sources, prev_adjoints, input_elementwise, saved, jac, jac_ops)
+                      param_sources, prev_adjoints, input_elementwise, saved, jac, jac_ops,
+                      tangents)
+
+
+# a coefficient gets a name when several later ones read it and it is longer than this many
+# expression nodes, or when it is longer than the second bound (unless only its own state block
+# reads it); shorter ones stay inline, so the blocks of small cells read as one product each
+# (GRU: z * (1 - z) * (h_prev - n))
+SHARED_INLINE_MAX = 16
+INLINE_MAX = 30
+
+
+def _size(expr: sympy.Expr) -> int:
+    """Expression nodes in expr (named tangents count as one)."""
+    return 1 + sum(_size(a) for a in expr.args)
+
+
+def _collect(expr: sympy.Add, names: set[str]) -> sympy.Expr:
+    """Terms of a sum that share a named tangent as a factor, summed under it:
+    ``D_a * p + D_a * q + r`` -> ``D_a * (p + q) + r`` (sympy.collect, without its cost)."""
+    groups: dict[sympy.Symbol, list[sympy.Expr]] = {}
+    rest = []
+    for term in expr.args:
+        factors = term.args if term.is_Mul else (term,)
+        key = next((f for f in factors if f.is_Symbol and f.name in names), None)
+        if key is None:
+            rest.append(term)
+        else:
+            groups.setdefault(key, []).append(sympy.Mul(*(f for f in factors if f != key)))
+    if all(len(parts) == 1 for parts in groups.values()):
+        return expr
+    return sympy.Add(*rest, *(key * sympy.Add(*parts) for key, parts in groups.items()))
 
 
 def _jacobian(cell: Cell, nodes: list[Node]):
     """Blocks of d state_t / d state'_{t-1} as sums of diagonal and matrix terms.
 
-    Elementwise total derivatives D[n][leaf] are carried forward with matrix-product nodes and
-    previous states as leaves; then J[n][s'] = diag(D[n][s'_prev])
-    + sum over products m of diag(D[n][m]) M_m J[operand_m][s'].
+    Forward mode with named tangents: elementwise total derivatives D[n][leaf] are carried
+    forward with matrix-product nodes and previous states as leaves, each one the sum over the
+    symbols n reads of partial * D[symbol][leaf]. A D read by several later ones (and not
+    short), or a long one, becomes a Tangent: assigned once, read by its name, so derivation
+    and emitted code stay linear in the number of nodes. Then
+    J[n][s'] = diag(D[n][s'_prev]) + sum over products m of diag(D[n][m]) M_m J[operand_m][s'].
+    Returns the state blocks, the blocks of product operands they read, and the tangents they
+    need, in the order to compute them.
     """
     prevs = {prev(s): s for s in cell.state}
-    total: dict[str, dict[str, sympy.Expr]] = {p: {p: sympy.Integer(1)} for p in prevs}
+    one = sympy.Integer(1)
+    total: dict[str, dict[str, sympy.Expr]] = {p: {p: one} for p in prevs}
     matvec = {n.name: n for n in nodes if n.kind == "matvec"}
+    readers: dict[str, int] = dict.fromkeys(cell.state, 1)  # each state's own block reads it
+    for node in nodes:
+        for s in node.reads:
+            readers[s.name] = readers.get(s.name, 0) + 1
+    tangents: list[Tangent] = []
+    taken: set[str] = set()
+
+    def name_of(node: str, leaf: str) -> str:
+        base = f"_D_{node}_{leaf}"
+        name, k = base, 2
+        while name in taken:
+            name, k = f"{base}_{k}", k + 1
+        taken.add(name)
+        return name
+
     for node in nodes:
         if node.kind == "matvec":
-            total[node.name] = {node.name: sympy.Integer(1)}
+            if total.get(node.expr.args[1].name):  # the operand moves with the previous state
+                total[node.name] = {node.name: one}
             continue
         acc: dict[str, sympy.Expr] = {}
         for sym, (partial, _rule) in _partials(node).items():
             for leaf, coef in total.get(sym.name, {}).items():
                 acc[leaf] = acc.get(leaf, 0) + partial * coef
-        total[node.name] = {k: v for k, v in acc.items() if v != 0}
+        out = {}
+        for leaf, coef in acc.items():
+            if coef == 0:
+                continue
+            if coef.is_Add:
+                coef = _collect(coef, taken)
+            size, read = _size(coef), readers.get(node.name, 0)
+            only_block = node.name in cell.state and read == 1  # printed once, in its block
+            if not coef.is_Atom and not only_block and (
+                    size > INLINE_MAX or (read > 1 and size > SHARED_INLINE_MAX)):
+                tangents.append(Tangent(name_of(node.name, leaf), node.name, leaf, coef))
+                coef = sympy.Symbol(tangents[-1].name)
+            out[leaf] = coef
+        total[node.name] = out
 
     blocks: dict[str, dict[str, list[JacobianTerm]]] = {}
 
@@ -289,4 +382,12 @@ def _jacobian(cell: Cell, nodes: list[Node]):
     jac = {(s, sp): block(s).get(sp, []) for s in cell.state for sp in cell.state}
     inner = {n.expr.args[1].name for n in matvec.values()} - set(prevs) - {cell.input}
     operands = {n: blocks[n] for n in blocks if n in inner}
-    return jac, operands
+    # only the tangents the blocks read, directly or through other tangents
+    read = {s.name for b in [jac, *operands.values()] for ts in b.values() for t in ts
+            for s in t.coef.free_symbols}
+    used = []
+    for t in reversed(tangents):
+        if t.name in read:
+            used.append(t)
+            read |= {s.name for s in t.expr.free_symbols}
+    return jac, operands, used[::-1]

@@ -16,15 +16,17 @@ from derive.derivation import Derivation
 from derive.emit_step import StepSections
 from derive.functions import BY_CLASS, DERIVATIVE_HELPERS
 from derive.plan import make_plan
-from derive.printers import CellCodePrinter, TorchCodePrinter, helper_names
+from derive.printers import CellCodePrinter, TorchCodePrinter
 from derive.spec import prev
 from derive.targets import TARGETS, Target
 
 
 def _docstring_safe(text: str) -> str:
-    """One line that cannot end the module docstring or start an escape inside it."""
+    """One line that cannot end the module docstring or start an escape inside it; characters
+    that are not printable (NUL, ESC, line separators) are written as escapes."""
     text = " ".join(text.split())
-    return text.replace("\\", "\\\\").replace('"', '\\"')
+    text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return "".join(c if c.isprintable() else f"\\U{ord(c):08x}" for c in text)
 
 
 def _shape(kind: str, k: int) -> tuple[str, ...]:
@@ -45,10 +47,11 @@ class Emitter(StepSections):
         return self.printer.doprint(expr)
 
     def module(self) -> str:
+        # the step bodies first: printing them records which elementwise helpers they call
+        steps = [self.forward_step(), self.backward_step(), self.forward(), self.backward(),
+                 self.t.api.strip("\n"), self.step_api(), self.jacobian()]
         parts = [self.header(), self.constants(), self.functions(), self.t.helpers.strip("\n"),
-                 self.check(), self.prepare(), self.forward_step(), self.backward_step(),
-                 self.forward(), self.backward(), self.t.api.strip("\n"), self.step_api(),
-                 self.jacobian()]
+                 self.check(), self.prepare(), *steps]
         return "\n\n\n".join(p.rstrip() for p in parts if p) + "\n"
 
     def header(self) -> str:
@@ -78,18 +81,17 @@ class Emitter(StepSections):
         return "\n".join(lines)
 
     def functions(self) -> str:
-        exprs = [n.expr for n in self.d.nodes if n.kind == "func"]
-        exprs += [a.expr for a in self.d.adjoints]
+        """The elementwise helpers the printed bodies call, and only those."""
         out = []
-        for cls in sorted(helper_names(exprs), key=lambda c: c.__name__):
+        for cls in sorted(self.printer.used, key=lambda c: c.__name__):
             info = BY_CLASS.get(cls)
-            if info is not None and cls in {type(n.expr) for n in self.d.nodes}:
+            if info is not None:
                 name, body = info.name, getattr(info, self.t.name)
             else:
                 name, np_body, torch_body = DERIVATIVE_HELPERS[cls]
                 body = np_body if self.t.name == "numpy" else torch_body
             out.append(f"def {name}(z):\n    return {body}")
-        return "\n\n\n".join(dict.fromkeys(out)) if out else "# (no elementwise functions)"
+        return "\n\n\n".join(out) if out else "# (no elementwise functions)"
 
     def check(self) -> str:
         return textwrap.dedent('''\
@@ -114,24 +116,43 @@ class Emitter(StepSections):
             if unknown or missing:
                 raise ValueError(f"params: unknown {unknown}, missing {missing}; "
                                  f"expected {list(PARAMS)}")
-            first = next(iter(PARAMS))
-            H = params[first].shape[0] // _dims(PARAMS[first], 1, 1)[0]
-            for name, spec in PARAMS.items():
-                _check_array(f"params[{name!r}]", params[name], _dims(spec, I, H), x)
             unknown = sorted(set(state0 or {}) - set(STATE))
             if unknown:
                 raise ValueError(f"state0: unknown state(s) {unknown}; states are {STATE}")
+            H, source = _hidden_size(state0 or {}, params)
+            for name, spec in PARAMS.items():
+                _check_array(f"params[{name!r}]", params[name], _dims(spec, I, H), x, source)
             for name, value in (state0 or {}).items():
-                _check_array(f"state0[{name!r}]", value, (B, H), x)
+                _check_array(f"state0[{name!r}]", value, (B, H), x, source)
             return T, B, I, H
 
 
-        def _check_array(what, a, shape, like):
+        def _hidden_size(state0, params):
+            """H and the array that fixed it: an initial state, else a parameter with H columns,
+            else the rows of the first parameter."""
+            for name, value in state0.items():
+                if getattr(value, "ndim", None) == 2:
+                    return value.shape[1], f"H = {value.shape[1]}, from state0[{name!r}]"
+            for name, spec in PARAMS.items():
+                if spec[1:] == ("H",) and getattr(params[name], "ndim", None) == 2:
+                    H = params[name].shape[1]
+                    return H, f"H = {H}, from the columns of params[{name!r}]"
+            for name, spec in PARAMS.items():
+                if getattr(params[name], "ndim", None) in (1, 2):
+                    H = params[name].shape[0] // _dims(spec, 1, 1)[0]
+                    return H, f"H = {H}, from the rows of params[{name!r}]"
+            raise ValueError("state0: give the initial states; nothing else fixes the hidden "
+                             "size H of this cell")
+
+
+        def _check_array(what, a, shape, like, why=""):
             if not _is_float_array(a):
                 raise ValueError(f"{what}: expected a floating-point array of shape {shape}, "
                                  f"got {type(a).__name__}")
             if tuple(a.shape) != tuple(shape):
-                raise ValueError(f"{what}: expected shape {tuple(shape)}, got {tuple(a.shape)}")
+                why = f" ({why})" if why else ""
+                raise ValueError(f"{what}: expected shape {tuple(shape)}{why}, "
+                                 f"got {tuple(a.shape)}")
             if a.dtype != like.dtype:
                 raise ValueError(f"{what}: dtype {a.dtype} differs from x's {like.dtype}")
             _check_finite(what, a)
@@ -141,6 +162,18 @@ class Emitter(StepSections):
             bad = _first_nonfinite(a)
             if bad is not None:
                 raise ValueError(f"{what}: not finite (NaN or infinity) at index {bad}")
+
+
+        def _distinct(d_state0, d_params, given):
+            """Every returned gradient its own array: a copy where one would be returned twice
+            or is one of the given adjoints (so each can be changed in place on its own)."""
+            seen = {id(a) for a in (given or {}).values() if a is not None}
+            for out in (d_state0, d_params):
+                for name, a in out.items():
+                    if id(a) in seen:
+                        out[name] = a = _copy(a)
+                    seen.add(id(a))
+            return d_state0, d_params
 
 
         def _initial(values, like, B, H):
@@ -266,14 +299,27 @@ class Emitter(StepSections):
         operand_stack = {c.input: "x", **{prev(s): f"_stack(states[{s!r}][:-1])"
                                           for s in c.state}}
         node_size = {n.name: n.size for n in d.nodes}
+        assigned: set[str] = set()  # a matrix at several products sums their gradients
         for g in d.groups:
             stack = f"d_{plan.stack_of[g.name]}_all"
             operand = operand_stack.get(g.operand, f"_stack(values[{g.operand!r}])")
             n = "I" if g.operand == c.input or node_size.get(g.operand) == "I" else "H"
             product = f"{stack}.reshape(T * B, -1).T @ {operand}.reshape(T * B, {n})"
-            names = ", ".join(f"g[{m!r}]" for _, m in g.members)
-            lines.append(f"    {names} = {product}" if len(g.members) == 1 else
-                         f"    {names} = _split({product}, {len(g.members)}, axis=0)")
+            matrices = [m for _, m in g.members]
+            if not assigned & set(matrices):
+                names = ", ".join(f"g[{m!r}]" for m in matrices)
+                lines.append(f"    {names} = {product}" if len(matrices) == 1 else
+                             f"    {names} = _split({product}, {len(matrices)}, axis=0)")
+            elif len(matrices) == 1:
+                lines.append(f"    g[{matrices[0]!r}] = g[{matrices[0]!r}] + {product}")
+            else:
+                lines.append(f"    parts = _split({product}, {len(matrices)}, axis=0)")
+                lines += [f"    g[{m!r}] = g[{m!r}] + parts[{k}]" if m in assigned else
+                          f"    g[{m!r}] = parts[{k}]" for k, m in enumerate(matrices)]
+            assigned |= set(matrices)
+        for m in c.matrices:
+            if m not in assigned:  # its products cancelled out of the equations
+                lines.append(f"    g[{m!r}] = 0 * p[{m!r}]")
         if hoisted:
             terms = [f"d_{plan.stack_of[g.name]}_all.reshape(T * B, -1) @ p[{g.matrix!r}]"
                      for g in hoisted]
@@ -297,7 +343,7 @@ class Emitter(StepSections):
         lines += ["    d_params = {name: g[blocks[0]] if len(blocks) == 1 else "
                   "_cat([g[b] for b in blocks], axis=0)",
                   "                for name, blocks in BLOCKS.items()}",
-                  "    return d_x, dict(zip(STATE, d_state)), d_params"]
+                  "    return d_x, *_distinct(dict(zip(STATE, d_state)), d_params, d_state_T)"]
         return "\n".join(line for line in lines if line)
 
     def step_api(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sympy
 
 from derive.derivation import Backprop, JacobianTerm
+from derive.functions import FUNCTIONS
 from derive.spec import prev
 
 
@@ -68,6 +69,7 @@ class StepSections:
         for fname, a, b in fu.runs:
             width[fname] = width.get(fname, 0) + b - a
         main = max(width, key=lambda f: (width[f], -list(width).index(f)))
+        self.printer.used |= {FUNCTIONS[f].cls for f in width}
         lines.append(f"    {fu.block} = {main}({fu.pre})")
         for fname, a, b in fu.runs:
             if fname != main:
@@ -215,7 +217,11 @@ class StepSections:
         returned = "".join(block(t, sp) for (_, sp), t in d.jacobian.items())
         body = [line for i, line in enumerate(body) if line.split(" = ")[0].strip()
                 in "\n".join(body[i + 1:]) + returned]
-        body += ["    return {"]
+        tangents = [f"    {t.name} = {self.p(plan.rw(t.expr))}" for t in d.jacobian_tangents]
+        if tangents:
+            tangents.insert(0, "    # elementwise total derivatives within the step: "
+                               "_D_<node>_<leaf> = d node / d leaf")
+        body = tangents + body + ["    return {"]
         body += [f"        ({s!r}, {sp!r}): {block(terms, sp)},"
                  for (s, sp), terms in d.jacobian.items()]
         body += ["    }"]
@@ -225,10 +231,18 @@ class StepSections:
                       *(t for o in order for t in d.jacobian_operands[o].values())]:
             for term in terms:
                 needed |= free_names(plan.rw(term.coef)) | {term.matrix} - {None}
+        for t in d.jacobian_tangents:
+            needed |= free_names(plan.rw(t.expr))
+        needed -= {t.name for t in d.jacobian_tangents}
         block_names = self._unpack_block_lines()
         fu = plan.fusion
         if block_names and not needed & set(fu.act_nodes):
             block_names = []
+        missing = needed - set(plan.values) - set(c.params) - {prev(s) for s in c.state}
+        missing -= set(fu.act_nodes) if block_names else set()
+        if missing:  # never emit a step_jacobian that reads a value step_forward does not save
+            raise RuntimeError(f"{c.name}: step_jacobian reads {sorted(missing)}, which the "
+                               "forward step does not save")
         lines = ["def step_jacobian(x_t, state, params):",
                  '    """Per-step Jacobian blocks d s_t / d s\'_{t-1} at one step:',
                  "    {(s, s_prev_name): (B, H, H)}; row k of a block is element k of s_t.\"\"\"",

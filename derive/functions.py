@@ -17,6 +17,18 @@ class CellFunction(sympy.Function):
 
     nargs = 1
     latex_name = r"\operatorname{f}"
+    exact = None  # the function in SymPy's own terms, for constant arguments
+
+    def value(self) -> sympy.Rational | None:
+        """Of a constant argument: the float64 value as an exact rational; None if not finite."""
+        try:
+            number = complex(sympy.N(type(self).exact(self.args[0]), 30))
+            result = float(number.real)
+        except (TypeError, ValueError, OverflowError, ZeroDivisionError):
+            return None
+        if number.imag != 0 or result != result or result in (float("inf"), float("-inf")):
+            return None
+        return sympy.Rational(repr(result))
 
     def _latex(self, printer):
         return rf"{self.latex_name}\left({printer._print(self.args[0])}\right)"
@@ -24,6 +36,7 @@ class CellFunction(sympy.Function):
 
 class Sigmoid(CellFunction):
     latex_name = r"\sigma"
+    exact = staticmethod(lambda a: 1 / (1 + sympy.exp(-a)))
 
     def fdiff(self, argindex=1):
         return self * (1 - self)
@@ -31,6 +44,7 @@ class Sigmoid(CellFunction):
 
 class Tanh(CellFunction):
     latex_name = r"\tanh"
+    exact = staticmethod(sympy.tanh)
 
     def fdiff(self, argindex=1):
         return 1 - self**2
@@ -38,6 +52,7 @@ class Tanh(CellFunction):
 
 class Exp(CellFunction):
     latex_name = r"\exp"
+    exact = staticmethod(sympy.exp)
 
     def fdiff(self, argindex=1):
         return self
@@ -45,6 +60,7 @@ class Exp(CellFunction):
 
 class Log(CellFunction):
     latex_name = r"\log"
+    exact = staticmethod(sympy.log)
 
     def fdiff(self, argindex=1):
         return 1 / self.args[0]
@@ -52,6 +68,7 @@ class Log(CellFunction):
 
 class Sqrt(CellFunction):
     latex_name = r"\sqrt"
+    exact = staticmethod(sympy.sqrt)
 
     def fdiff(self, argindex=1):
         return 1 / (2 * self)
@@ -69,16 +86,25 @@ class Positive(CellFunction):
 
 class Relu(CellFunction):
     latex_name = r"\operatorname{relu}"
+    exact = staticmethod(lambda a: sympy.Max(a, 0))
 
     def fdiff(self, argindex=1):
         return Positive(self)
 
 
+class Expm1(CellFunction):
+    """exp(z) - 1, exact near z = 0: softplus' = 1 - exp(-s) is written -expm1(-s)."""
+
+    def _latex(self, printer):
+        return rf"\left(e^{{{printer._print(self.args[0])}}} - 1\right)"
+
+
 class Softplus(CellFunction):
     latex_name = r"\operatorname{softplus}"
+    exact = staticmethod(lambda a: sympy.log(1 + sympy.exp(a)))
 
     def fdiff(self, argindex=1):
-        return 1 - Exp(-self)
+        return -Expm1(-self)
 
 
 @dataclass(frozen=True)
@@ -114,4 +140,5 @@ BY_CLASS: dict[type, FunctionInfo] = {f.cls: f for f in FUNCTIONS.values()}
 DERIVATIVE_HELPERS: dict[type, tuple[str, str, str]] = {
     Positive: ("positive", "(z > 0).astype(z.dtype)", "(z > 0).to(z.dtype)"),
     Exp: ("exp", "np.exp(z)", "torch.exp(z)"),
+    Expm1: ("expm1", "np.expm1(z)", "torch.expm1(z)"),
 }

@@ -20,7 +20,7 @@ import sympy
 
 from derive.derivation import Derivation, Group, JacobianTerm
 from derive.functions import BY_CLASS
-from derive.spec import prev
+from derive.spec import RESERVED_NAMES, prev
 
 
 @dataclass
@@ -154,7 +154,7 @@ def make_plan(deriv: Derivation) -> Plan:
     def rw(e):
         return sympy.sympify(e).xreplace(subs) if subs else e
 
-    names = {cell.input, *cell.state, *(prev(s) for s in cell.state), *cell.order,
+    names = {*RESERVED_NAMES, cell.input, *cell.state, *(prev(s) for s in cell.state), *cell.order,
              *(n.name for n in deriv.nodes), *cell.pack, *(g.name for g in deriv.groups),
              *(g.matrix for g in deriv.groups)}
     jac_terms: list[JacobianTerm] = [t for ts in deriv.jacobian.values() for t in ts]

@@ -23,41 +23,35 @@ class CellCodePrinter(PythonCodePrinter):
     def __init__(self, group_matrices: dict[str, str]):
         super().__init__({"fully_qualified_modules": False, "standard": "python3"})
         self.group_matrices = group_matrices
+        self.used: set[type] = set()  # function classes printed so far: the helpers to define
 
     def doprint(self, expr, assign_to=None) -> str:
         """SymPy's text with spaces around * and / (not **), as code is written by hand."""
         return _SPACED.sub(r" \1 ", super().doprint(expr, assign_to))
 
+    def _print(self, expr, **kwargs) -> str:
+        if isinstance(expr, CellFunction):  # before SymPy's own _print_Sqrt, _print_Exp, ...
+            return self._print_CellFunction(expr)
+        return super()._print(expr, **kwargs)
+
     def _print_CellFunction(self, expr: CellFunction) -> str:
         info = BY_CLASS.get(type(expr))
         name = info.name if info else DERIVATIVE_HELPERS[type(expr)][0]
+        self.used.add(type(expr))
         return f"{name}({self._print(expr.args[0])})"
-
-    def _print_Function(self, expr) -> str:
-        if isinstance(expr, CellFunction):
-            return self._print_CellFunction(expr)
-        return super()._print_Function(expr)
 
     def _print_Backprop(self, expr: Backprop) -> str:
         group = expr.args[0].name
         return f"d_{group} @ {self.group_matrices[group]}"
 
     def _print_Rational(self, expr) -> str:
-        return repr(float(expr.p) / float(expr.q))
+        return repr(float(expr))  # correctly rounded, also for huge numerators and denominators
 
     def _print_Half(self, expr) -> str:
         return "0.5"
 
     def _print_Integer(self, expr) -> str:
         return str(int(expr))
-
-
-def helper_names(exprs) -> set[type]:
-    """Function classes used by a collection of expressions."""
-    found: set[type] = set()
-    for e in exprs:
-        found |= {type(f) for f in e.atoms(CellFunction)}
-    return found
 
 
 class TorchCodePrinter(CellCodePrinter):

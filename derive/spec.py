@@ -25,6 +25,9 @@ MAX_EQUATION_CHARS = 2000
 MAX_DEPTH = 40
 MAX_EXPONENT = 16
 RESERVED_PREFIXES = ("_", "d_")  # internals of the derivation and of emitted code
+# module-level names of an emitted module that its step functions call: a spec name equal to one
+# would shadow it there
+RESERVED_NAMES = frozenset({"positive", "expm1", "step_forward"})
 TOP_KEYS = {"name", "title", "input", "state", "output", "equations", "pack", "latex"}
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
@@ -87,6 +90,9 @@ def _check_name(source: str, name: object, what: str, equation: str | None = Non
                         f"({', '.join(RESERVED_PREFIXES)})", equation)
     if name in FUNCTIONS:
         raise SpecError(source, f"{what} {name!r} is the name of a function", equation)
+    if name in RESERVED_NAMES:
+        raise SpecError(source, f"{what} {name!r} is a name the emitted module defines "
+                        f"(reserved: {', '.join(sorted(RESERVED_NAMES))})", equation)
     return name
 
 
@@ -109,8 +115,12 @@ class _Builder:
         expr = handler(self, node, depth + 1)
         if expr.has(*_NOT_FINITE):
             self.fail("division by zero or an infinite value")
-        if any(abs(n) > MAX_CONSTANT for n in expr.atoms(sympy.Number)):
+        numbers = [abs(n) for n in expr.atoms(sympy.Number) if n != 0]
+        if any(n > MAX_CONSTANT for n in numbers):
             self.fail(f"a constant is larger than {MAX_CONSTANT:.0e}")
+        if any(n < MIN_CONSTANT for n in numbers):
+            self.fail(f"a nonzero constant is smaller than {float(MIN_CONSTANT):.0e} (write 0, or "
+                      "rescale)")
         return expr
 
     def _constant(self, node: ast.Constant, depth: int) -> sympy.Expr:
@@ -180,6 +190,10 @@ class _Builder:
         operand = self.build(node.right, depth)
         if operand.is_number:
             self.fail(f"'{matrix} @ ...' multiplies a number; @ needs a vector")
+        if not self.dynamic(operand):
+            self.fail(f"'{matrix} @ ...' multiplies learned vectors and constants only; the "
+                      "operand of @ must depend on the input or a state (a product of "
+                      "parameters alone is one more learned vector: write it as one)")
         kind = "input" if self.size(operand) == "I" else "hidden"
         shapes = self.names["matrices"]
         if shapes.setdefault(matrix, kind) != kind:
@@ -202,7 +216,21 @@ class _Builder:
             self.fail(f"unknown function '{node.func.id}'; known: {', '.join(FUNCTIONS)}")
         if node.keywords or len(node.args) != 1 or isinstance(node.args[0], ast.Starred):
             self.fail(f"{info.name}() takes exactly one argument")
-        return info.cls(self.build(node.args[0], depth))
+        arg = self.build(node.args[0], depth)
+        if arg.is_number:
+            return self._fold(info, arg)
+        return info.cls(arg)
+
+    def _fold(self, info, arg: sympy.Expr) -> sympy.Expr:
+        """A function of a constant is a constant: its float64 value, as an exact rational."""
+        value = info.cls(arg).value()
+        if value is None:
+            self.fail(f"{info.name}({arg}) is not a finite real number")
+        return value
+
+    def dynamic(self, expr: sympy.Expr) -> bool:
+        """Whether expr depends on the step's input or a previous state (else parameters only)."""
+        return any(s.name in self.names["dynamic"] for s in expr.free_symbols)
 
     def size(self, expr: sympy.Expr) -> str | None:
         """'I' for an input-sized vector, 'H' for hidden-sized, None for a number."""
@@ -224,6 +252,7 @@ class _Builder:
 
 _NOT_FINITE = (sympy.zoo, sympy.oo, -sympy.oo, sympy.nan)
 MAX_CONSTANT = 10**300
+MIN_CONSTANT = sympy.Rational(1, 10**300)
 
 _ARITH = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
           ast.Mult: lambda a, b: a * b, ast.Div: lambda a, b: a / b}
@@ -290,6 +319,9 @@ def cell_from_dict(data: dict, source: str) -> Cell:
     title = data.get("title", name)
     if not isinstance(title, str):
         raise SpecError(source, "'title' must be a string")
+    if len(title) > 200 or not title.isprintable():
+        raise SpecError(source, "'title' must be one line of at most 200 printable characters "
+                        "(no control characters)")
     inp = _check_name(source, _require(data, "input", str, source), "input")
     state = _require(data, "state", list, source)
     if not state:
@@ -297,6 +329,13 @@ def cell_from_dict(data: dict, source: str) -> Cell:
     state = tuple(_check_name(source, s, "state") for s in state)
     if len(set(state)) != len(state):
         raise SpecError(source, "'state' lists a name twice")
+    if inp in state or inp in (prev(s) for s in state):
+        raise SpecError(source, f"input {inp!r} is also the name of a state or of a previous "
+                        "state's value")
+    for s in state:
+        if prev(s) in state:
+            raise SpecError(source, f"state {prev(s)!r} is also the name of state {s!r}'s "
+                            "previous value")
     output = _check_name(source, _require(data, "output", str, source), "output")
     equations = _require(data, "equations", dict, source)
     if not equations:
@@ -316,7 +355,7 @@ def cell_from_dict(data: dict, source: str) -> Cell:
         raise SpecError(source, f"output '{output}' is never assigned in [equations]")
 
     names = {"input": inp, "state": set(state), "targets": set(targets), "kinds": {},
-             "order": [], "matrices": {}}
+             "order": [], "matrices": {}, "dynamic": {inp, *(prev(s) for s in state)}}
     known = {inp, *(prev(s) for s in state)}
     built = []
     for t in targets:
@@ -326,6 +365,12 @@ def cell_from_dict(data: dict, source: str) -> Cell:
         if builder.size(expr) != "H":
             raise SpecError(source, "must be a hidden-size vector (involve a state, a learned "
                             "vector or a matrix product)", t)
+        if builder.dynamic(expr):
+            names["dynamic"].add(t)
+        elif t in state or t == output:
+            role = "state" if t in state else "output"
+            raise SpecError(source, f"the {role} depends on parameters and constants only; it "
+                            f"must depend on the input or a previous state", t)
         built.append((t, expr, ast.unparse(tree)))  # canonical text: no comments, one line
         known.add(t)
     vectors = [n for n in names["order"] if names["kinds"][n] == "vector"]

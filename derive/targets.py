@@ -38,11 +38,21 @@ def _first_nonfinite(a):
     return tuple(int(i) for i in np.argwhere(bad)[0]) if bad.any() else None
 
 
+_EXP_MAX = {}  # dtype -> a little below the largest z whose exp(z) is finite
+
+
 def _sigmoid(z):
-    """1 / (1 + exp(-z)) in place on one temporary; |z| capped at 80, where sigmoid is 0 or 1
-    to float32 precision (and within 2e-35 of it), so exp neither overflows nor underflows."""
-    e = np.clip(z, -80.0, 80.0)
-    np.negative(e, out=e)
+    """1 / (1 + exp(-z)), exact over the whole float range without overflow: exp(-z) is
+    formed only where it stays finite; an array reaching below -_EXP_MAX takes the form
+    e / (1 + e) for z < 0 and 1 / (1 + e) for z >= 0, with e = exp(-|z|) in (0, 1]."""
+    limit = _EXP_MAX.get(z.dtype)
+    if limit is None:
+        limit = _EXP_MAX[z.dtype] = float(np.log(np.finfo(z.dtype).max)) - 1
+    if z.size and z.min() < -limit:
+        e = np.exp(-np.abs(z))
+        r = np.reciprocal(e + 1)
+        return np.where(z < 0, e * r, r)
+    e = np.negative(z)
     np.exp(e, out=e)
     e += 1
     return np.reciprocal(e, out=e)
@@ -50,6 +60,10 @@ def _sigmoid(z):
 
 def _empty(shape, like):
     return np.empty(shape, dtype=like.dtype)
+
+
+def _copy(a):
+    return a.copy()
 
 
 def _zeros(shape, like):
@@ -136,6 +150,10 @@ def _empty(shape, like):
     return torch.empty(shape, dtype=like.dtype, device=like.device)
 
 
+def _copy(a):
+    return a.clone()
+
+
 def _zeros(shape, like):
     return torch.zeros(shape, dtype=like.dtype, device=like.device)
 
@@ -209,11 +227,19 @@ class CellFunction(torch.autograd.Function):
         state0 = dict(zip(given, tensors[:len(given)]))
         params = dict(zip(PARAMS, tensors[len(given):]))
         outputs, state_T, cache = _forward(x, state0, params)
+        # saved so that autograd notices in-place changes made before backward
+        ctx.save_for_backward(x, *tensors)
         ctx.given, ctx.cache, box["cache"] = given, cache, cache
         return (outputs, *(state_T[n].clone() for n in STATE))
 
     @staticmethod
     def backward(ctx, d_outputs, *d_state_T):
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "the derived backward gives first-order gradients only; a graph of the "
+                "gradient (create_graph=True: gradient penalties, Hessian-vector products, "
+                "double backward) is not supported by this module")
+        _ = ctx.saved_tensors  # raises if an input was modified in place since forward
         d_x, d_state0, d_params = _backward(d_outputs, dict(zip(STATE, d_state_T)), ctx.cache)
         return (d_x, None, None, *(d_state0[n] for n in ctx.given),
                 *(d_params[n] for n in PARAMS))

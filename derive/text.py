@@ -39,13 +39,21 @@ def derivation_text(deriv: Derivation) -> str:
     out += ["", "## Vector parameters (summed over batch and time)"]
     out += [f"d_{k} = {p(v)}" for k, v in deriv.param_adjoints.items()]
     out += ["", "## Per-step Jacobian d s_t / d s'_{t-1}  (diag(v) M scales the rows of M)"]
-    for (s, sp), terms in deriv.jacobian.items():
+    def block(s: str, sp: str, terms) -> str:
         parts = []
         for t in terms:
             if t.matrix is None:
                 parts.append(f"diag({p(t.coef)})")
             else:
-                tail = f" J[{t.operand}]" if t.operand else ""
+                tail = f" d{t.operand}/d{sp}_prev" if t.operand else ""
                 parts.append(f"diag({p(t.coef)}) {t.matrix}{tail}")
-        out.append(f"d{s}/d{sp}_prev = " + ("\n    + ".join(parts) if parts else "0"))
+        return f"d{s}/d{sp}_prev = " + ("\n    + ".join(parts) if parts else "0")
+
+    out += [block(s, sp, terms) for (s, sp), terms in deriv.jacobian.items()]
+    if deriv.jacobian_operands or deriv.jacobian_tangents:
+        out += ["where (blocks of product operands; _D_<a>_<b>: elementwise da/db within the "
+                "step, b a previous state or a matrix product)"]
+    out += [block(o, sp, terms) for o, blocks in deriv.jacobian_operands.items()
+            for sp, terms in blocks.items()]
+    out += [f"{t.name} = {p(t.expr)}" for t in deriv.jacobian_tangents]
     return "\n".join(out) + "\n"

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import sympy
 
-from derive.derivation import Backprop, Derivation
+from derive.derivation import Backprop, Derivation, JacobianTerm
 from derive.display import Display, default_display, parse_latex_name
 from derive.spec import prev
-from reports.notation import Diag, MatTVec, ReportLatexPrinter, ReportMathMLPrinter
+from reports.notation import Diag, MatTVec, Partial, ReportLatexPrinter, ReportMathMLPrinter, TotalD
 
 
 @dataclass
@@ -46,6 +46,8 @@ class CellContent:
     code: list[tuple[str, str]]  # (line, anchor of the equation it implements or "")
     verification: list[dict] = field(default_factory=list)
     decay: dict | None = None
+    # what the Jacobian blocks read: operand blocks, then named tangents (D_b a = da/db)
+    jacobian_where: list[Equation] = field(default_factory=list)
 
 
 class Notation:
@@ -68,6 +70,9 @@ class Notation:
         # internal nodes are shown as what they stand for: tanh(c), W_ii x
         special = {n.name: n.expr for n in deriv.nodes
                    if n.kind == "matvec" or (n.kind == "func" and n.name not in targets)}
+        # a named tangent of the step Jacobian as the derivative it stands for: D_{h_{t-1}} a
+        special |= {t.name: TotalD(sympy.Symbol(t.node), sympy.Symbol(t.leaf))
+                    for t in deriv.jacobian_tangents}
         self.latex = ReportLatexPrinter(names, special)
         self.mathml = ReportMathMLPrinter(names, special)
 
@@ -126,24 +131,34 @@ def cell_content(deriv: Derivation, module_source: str) -> CellContent:
             "", "", rf"{ll} = \sum_t {rl}",
             f"{lm}<mo>=</mo><munder><mo>\u2211</mo><mi>t</mi></munder><mrow>{rm}</mrow>"))
 
-    jacobian = []
-    for (s, sp), terms in deriv.jacobian.items():
-        parts = []
-        for t in terms:
-            part = Diag(t.coef, S(t.matrix) if t.matrix else sympy.Integer(1))
-            parts.append(part * S(f"J_{t.operand}") if t.operand else part)
-        (sl, sm), (pl, pm) = nota.show(S(s)), nota.show(S(prev(sp)))
-        shown = [nota.show(p) for p in parts] or [nota.show(sympy.Integer(0))]
-        jacobian.append(Equation(
-            "", "", rf"\frac{{\partial {sl}}}{{\partial {pl}}} = {shown[0][0]}",
-            f"<mfrac><mrow><mo>\u2202</mo>{sm}</mrow><mrow><mo>\u2202</mo>{pm}</mrow></mfrac>"
-            f"<mo>=</mo>{shown[0][1]}", more=[(f"+ {l}", f"<mo>+</mo>{m}") for l, m in shown[1:]]))
+    jacobian = [_jacobian_block(nota, S(s), sp, terms)
+                for (s, sp), terms in deriv.jacobian.items()]
+    # "where": the blocks of product operands the state blocks read, then the named tangents
+    where = [_jacobian_block(nota, S(o), sp, terms)
+             for o, blocks in deriv.jacobian_operands.items() for sp, terms in blocks.items()]
+    where += [nota.equation(S(t.name), t.expr) for t in deriv.jacobian_tangents]
 
     return CellContent(
         name=cell.name, title=cell.title, source=cell.source, state=cell.state,
         output=cell.output, input=cell.input, params=_params(deriv),
         param_count=_count(deriv), macs=_macs(deriv), forward=forward, backward=backward,
-        gradients=gradients, jacobian=jacobian, code=_code(module_source))
+        gradients=gradients, jacobian=jacobian, code=_code(module_source),
+        jacobian_where=where)
+
+
+def _jacobian_block(nota: Notation, s: sympy.Symbol, sp: str,
+                    terms: list[JacobianTerm]) -> Equation:
+    """d s / d sp_{t-1} = sum of diag(coef) M [d operand / d sp_{t-1}], one term a row."""
+    S = sympy.Symbol
+    p = S(prev(sp))
+    parts = []
+    for t in terms:
+        m = S(t.matrix) if t.matrix else sympy.Integer(1)
+        parts.append(Diag(t.coef, m, Partial(S(t.operand), p)) if t.operand else Diag(t.coef, m))
+    (ll, lm) = nota.show(Partial(s, p))
+    shown = [nota.show(q) for q in parts] or [nota.show(sympy.Integer(0))]
+    return Equation("", "", f"{ll} = {shown[0][0]}", f"{lm}<mo>=</mo>{shown[0][1]}",
+                    more=[(f"+ {l}", f"<mo>+</mo>{m}") for l, m in shown[1:]])
 
 
 def _backprop(deriv: Derivation, e) -> sympy.Expr:

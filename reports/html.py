@@ -53,7 +53,7 @@ def render_html(report: Report) -> str:
         slug = _slug(c.name)
         view = dict(vars(c))
         view["slug"] = slug
-        for part in ("forward", "backward", "gradients", "jacobian"):
+        for part in ("forward", "backward", "gradients", "jacobian", "jacobian_where"):
             view[part] = [{"html": _equation_html(e, slug)} for e in getattr(c, part)]
         view["decay_svg"] = inline_svg(render(decay_figure([c.decay], f"{c.name}: gradient "
                                                            "norm across timesteps"), "svg"),

@@ -52,14 +52,14 @@ def render_latex(report: Report, stem: str) -> tuple[str, dict[str, bytes]]:
         figure = f"{stem}-{slug}-decay.pdf"
         figures[figure] = render(decay_figure([c.decay], f"{c.name}: gradient norm across "
                                               "timesteps"), "pdf")
-        for e in (*c.forward, *c.backward, *c.gradients, *c.jacobian):
+        for e in (*c.forward, *c.backward, *c.gradients, *c.jacobian, *c.jacobian_where):
             e.latex_aligned = _aligned(e.latex)
             e.note_tex = tex_escape(e.note)
             e.more_tex = [m[0] for m in e.more]
         d = c.decay
         cells.append(SimpleNamespace(
             **{k: getattr(c, k) for k in ("forward", "backward", "gradients", "jacobian",
-                                          "param_count", "macs")},
+                                          "jacobian_where", "param_count", "macs")},
             name=tex_escape(c.name), title=tex_escape(c.title), slug=slug,
             input_tex=tex_escape(c.input), output_tex=tex_escape(c.output),
             state_tex=tex_escape(", ".join(c.state)),

@@ -16,7 +16,7 @@ from sympy.printing.latex import LatexPrinter
 from sympy.printing.mathml import MathMLPresentationPrinter
 
 from derive.display import Display, default_display
-from derive.functions import BY_CLASS, Positive, Sqrt
+from derive.functions import BY_CLASS, Expm1, Positive, Sqrt
 from derive.spec import MatVec
 
 FUNCTION_SIGNS = {"sigmoid": "\u03c3", "tanh": "tanh", "relu": "relu", "exp": "exp",
@@ -35,14 +35,37 @@ class MatTVec(sympy.Function):
 
 
 class Diag(sympy.Function):
-    """``diag(v) M``: the rows of M scaled by v (a term of the step Jacobian)."""
+    """``diag(v) M [J]``: the rows of M scaled by v, times an operand's Jacobian block J when
+    given (a term of the step Jacobian)."""
+
+    nargs = (2, 3)
+
+    def _latex(self, printer):
+        v, m, *j = self.args
+        tail = "" if m == 1 else f" {printer._print(m)}"
+        tail += "".join(rf"\, {printer._print(b)}" for b in j)
+        return rf"\operatorname{{diag}}\left({printer._print(v)}\right){tail}"
+
+
+class Partial(sympy.Function):
+    """``d a / d b``: a Jacobian block (of a product's operand by a previous state)."""
 
     nargs = 2
 
     def _latex(self, printer):
-        v, m = self.args
-        tail = "" if m == 1 else f" {printer._print(m)}"
-        return rf"\operatorname{{diag}}\left({printer._print(v)}\right){tail}"
+        a, b = self.args
+        return rf"\frac{{\partial {printer._print(a)}}}{{\partial {printer._print(b)}}}"
+
+
+class TotalD(sympy.Function):
+    """``D_leaf node``: a named tangent of the step Jacobian, the elementwise derivative of node
+    by leaf (a previous state or a matrix product) within one step."""
+
+    nargs = 2
+
+    def _latex(self, printer):
+        node, leaf = self.args
+        return rf"D_{{{printer._print(leaf)}}} {printer._print(node)}"
 
 
 class _Names:
@@ -133,14 +156,28 @@ class ReportMathMLPrinter(MathMLPresentationPrinter):
             top = self._el("msup", self._print(m), self._el("mo", text="\u22a4"))
             return self._el("mrow", top, self._el("mo", text="\u2062"), inner)
         if isinstance(e, Diag):
-            v, m = e.args
+            v, m, *j = e.args
             row = self._el("mrow", self._el("mi", text="diag"), self._parens(self._print(v)))
-            if m != 1:
+            for b in ([m] if m != 1 else []) + j:
                 row.appendChild(self._el("mo", text="\u2062"))
-                row.appendChild(self._print(m))
+                row.appendChild(self._print(b))
             return row
+        if isinstance(e, Partial):
+            a, b = e.args
+            return self._el("mfrac", self._el("mrow", self._el("mo", text="\u2202"),
+                                              self._print(a)),
+                            self._el("mrow", self._el("mo", text="\u2202"), self._print(b)))
+        if isinstance(e, TotalD):
+            node, leaf = e.args
+            return self._el("mrow", self._el("msub", self._el("mi", text="D"),
+                                             self._el("mrow", self._print(leaf))),
+                            self._el("mo", text="\u2062"), self._print(node))
         if isinstance(e, Sqrt):
             return self._el("msqrt", self._print(e.args[0]))
+        if isinstance(e, Expm1):
+            power = self._el("msup", self._el("mi", text="e"), self._print(e.args[0]))
+            return self._parens(self._el("mrow", power, self._el("mo", text="\u2212"),
+                                         self._el("mn", text="1")))
         if isinstance(e, Positive):
             return self._el("mrow", self._el("mo", text="["), self._print(e.args[0]),
                             self._el("mo", text=">"), self._el("mn", text="0"),

@@ -169,14 +169,19 @@ def test_bad_inputs_raise_value_error_naming_the_array(runner, target):
         with pytest.raises(ValueError, match=match):
             mod.forward(*args)
 
-    raises(r"params\['weight_hh'\]: expected shape \(16, 4\), got \(16, 5\)", x, state0,
-           {**params, "weight_hh": np.zeros((16, 5))})
-    raises(r"params\['weight_ih'\]: expected shape \(16, 2\), got \(16, 3\)", x[:, :, :2],
+    raises(r"params\['weight_hh'\]: expected shape \(16, 4\) \(H = 4, from state0\['h'\]\), "
+           r"got \(16, 5\)", x, state0, {**params, "weight_hh": np.zeros((16, 5))})
+    raises(r"params\['weight_ih'\]: expected shape \(16, 2\) .*, got \(16, 3\)", x[:, :, :2],
            state0, params)
+    # without initial states, H comes from the columns of weight_hh, not from a transposed
+    # weight_ih's rows
+    raises(r"params\['weight_ih'\]: expected shape \(16, 3\) \(H = 4, from the columns of "
+           r"params\['weight_hh'\]\), got \(3, 16\)", x, None,
+           {**params, "weight_ih": params["weight_ih"].T.copy()})
     raises(r"params\['bias_ih'\]: dtype (torch\.)?float32 differs from x's (torch\.)?float64",
            x, state0,
            {**params, "bias_ih": params["bias_ih"].astype(np.float32)})
-    raises(r"state0\['c'\]: expected shape \(2, 4\), got \(3, 4\)", x,
+    raises(r"state0\['c'\]: expected shape \(2, 4\) .*, got \(3, 4\)", x,
            {**state0, "c": np.zeros((3, 4))}, params)
     raises(r"state0: unknown state\(s\) \['q'\]", x, {"q": np.zeros((2, 4))}, params)
     raises(r"x: expected a floating-point array of shape \(T, B, I\)", x[0], state0, params)
