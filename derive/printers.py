@@ -51,7 +51,14 @@ class CellCodePrinter(PythonCodePrinter):
         return "0.5"
 
     def _print_Integer(self, expr) -> str:
-        return str(int(expr))
+        value = int(expr)  # beyond 2**53 as a float, which any array library can multiply by
+        return str(value) if abs(value) <= 2**53 else repr(float(value))
+
+    def _print_Pow(self, expr, rational=False) -> str:
+        """Powers stay powers (x**0.5, not a sqrt helper that no emitted module defines)."""
+        if expr.exp in (sympy.S.Half, -sympy.S.Half):
+            return self._hprint_Pow(expr, rational=True)
+        return super()._print_Pow(expr, rational=rational)
 
 
 class TorchCodePrinter(CellCodePrinter):
