@@ -162,6 +162,7 @@ def make_plan(deriv: Derivation) -> Plan:
     backward_exprs = [rw(a.expr) for a in deriv.adjoints]
     backward_exprs += [rw(e) for e in deriv.param_adjoints.values()]
     jac_exprs = [rw(t.coef) for t in jac_terms]
+    jac_exprs += [rw(t.expr) for t in deriv.jacobian_tangents]
     read_back = set().union(*(e.free_symbols for e in backward_exprs + jac_exprs))
     read_back = {s.name for s in read_back}
     read_back |= {g.operand for g in deriv.groups}
