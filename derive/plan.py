@@ -75,7 +75,9 @@ def _param_layout(deriv: Derivation) -> dict[str, tuple[str, ...]]:
 def _fold_biases(deriv: Derivation) -> tuple[dict, dict[str, list[str]]]:
     """Fold each bias into one product it is always added to; input products first."""
     nodes = [n for n in deriv.nodes if n.kind != "matvec"]
-    members = [m for g in sorted(deriv.groups, key=lambda g: not g.hoisted) for m, _ in g.members]
+    operands = {g.operand for g in deriv.groups}  # a product read by another product keeps
+    members = [m for g in sorted(deriv.groups, key=lambda g: not g.hoisted) for m, _ in g.members
+               if m not in operands]  # its value: nothing is folded into it
     subs: dict[sympy.Symbol, sympy.Expr] = {}
     folded: dict[str, list[str]] = {}
     for b in deriv.cell.vectors:
