@@ -1,10 +1,12 @@
 # Set-up and checks. `make test` installs what the tests need (a CPU build of torch first when
 # no torch is installed) and runs them; `make verify` checks every built-in cell's emitted
-# gradients (JUnit report in verify-report.xml); `make golden` regenerates the golden files.
+# gradients (JUnit report in verify-report.xml); `make golden` regenerates the golden files;
+# `make fuzz` runs the property-based pipeline test with many random specs
+# (HYPOTHESIS_PROFILE=fuzz; the default profile, used by `make test`, runs a short fixed set).
 PYTHON ?= python3
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: test install golden lint verify bench
+.PHONY: test install golden lint verify bench fuzz
 
 install:
 	$(PYTHON) -m pip install -e .
@@ -20,6 +22,9 @@ verify:
 bench:
 	$(PYTHON) bench/bench_cells.py
 	$(PYTHON) bench/bench_startup.py
+
+fuzz:
+	HYPOTHESIS_PROFILE=fuzz $(PYTHON) -m pytest tests/test_fuzz.py --hypothesis-show-statistics
 
 golden:
 	$(PYTHON) tests/update_golden.py

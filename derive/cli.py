@@ -5,16 +5,18 @@ Exit status: 0 ok, 1 a check failed, 2 usage or input error (unknown cell, bad s
 
 from __future__ import annotations
 
+import errno
 import importlib
+import math
 import os
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 
 import click
 
 import derive
+from derive import output as _output
 from derive.spec import SpecError, builtin_cells, load_cell
 
 EMIT_TARGETS = ("numpy", "torch")
@@ -24,7 +26,6 @@ def fail(message: str, command: str = "derive-cells") -> None:
     """Report a usage or input error and exit with status 2 (no traceback)."""
     click.echo(f"{command}: error: {message}", err=True)
     sys.exit(2)
-
 
 
 def load_cells(names, command: str = "derive-cells") -> list:
@@ -41,6 +42,99 @@ def require_torch(command: str, purpose: str) -> None:
         import torch  # noqa: F401
     except ImportError:
         fail(f"{purpose} needs torch (pip install torch)", command)
+
+
+def spec_files(names) -> dict[str, Path]:
+    """The files that cells given by name or path are read from, by how the user named them
+    (a built-in as 'lstm (its path)')."""
+    builtins = builtin_cells()
+    return {(f"{n} ({builtins[n]})" if n in builtins else n): builtins.get(n, Path(n))
+            for n in names}
+
+
+class FiniteFloat(click.FloatRange):
+    """A float within [min, max] that is a number: 'nan' and 'inf' are refused (a plain
+    FloatRange lets nan through, since every comparison with it is false)."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+# Every command that writes files takes its path with this type; write_output checks the rest.
+OUTPUT_PATH = click.Path(allow_dash=True)
+
+
+def check_outputs(outputs: dict[str, str | None], inputs: dict[str, str | os.PathLike],
+                  command: str = "derive-cells") -> None:
+    """Before anything is computed or written: refuse an output that names one of the inputs
+    (spec files, a module file; the same file however it is spelled) or another output.
+    Both map how the user named a file (an option, a cell) to its path."""
+    try:
+        _output.check_outputs(outputs, inputs)
+    except _output.OutputError as exc:
+        fail(str(exc), command)
+
+
+def write_output(path: str, data: str | bytes, command: str = "derive-cells") -> None:
+    """Write a command's result to path ('-': stdout); see derive.output for what a path may
+    be. A file that cannot be written exits 2 naming it; stdout's errors are the entry
+    point's to report (a closed pipe ends quietly)."""
+    if _output.is_stdout(path):
+        _output.write(path, data)
+        return
+    try:
+        _output.write(path, data)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or exc}", command)
+
+
+# Errors of writing to a stream (stdout, stderr) rather than to a named file.
+STREAM_ERRNOS = {errno.EPIPE, errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG}
+
+
+def _silence(stream) -> None:
+    """Point a stream's descriptor at /dev/null, so the interpreter's last flush of what is
+    still buffered succeeds instead of printing 'Exception ignored ...'."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _flush_streams(code: int) -> int:
+    """Flush stdout and stderr: a closed pipe ends quietly with status 1, a full or failing
+    stdout with a one-line error and status 2."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, f"__{name}__")
+        if stream is None:
+            continue
+        try:
+            stream.flush()
+        except BrokenPipeError:
+            _silence(stream)
+            code = code or 1
+        except OSError as exc:
+            _silence(stream)
+            if name == "stdout":
+                _report_stream_error(exc)
+            code = code or 2
+    return code
+
+
+def _report_stream_error(exc: OSError) -> None:
+    try:
+        sys.__stderr__.write(f"derive-cells: error: cannot write to stdout: "
+                             f"{exc.strerror or exc}\n")
+        sys.__stderr__.flush()
+    except (OSError, AttributeError):
+        pass
 
 
 # Commands of later stages, imported only when used (the emit path stays light).
@@ -64,6 +158,28 @@ class CellGroup(click.Group):
         if args and args[0] not in self.list_commands(ctx) and not args[0].startswith("-"):
             args = ["emit", *args]
         return super().parse_args(ctx, args)
+
+    def main(self, *args, **kwargs):
+        """Run the command, then make sure what it printed reached stdout: a closed pipe
+        (`derive-cells lstm --emit numpy | head -1`) ends quietly with status 1, a full disk
+        (`> /dev/full`) with a one-line error and status 2, never a traceback."""
+        if not kwargs.get("standalone_mode", True):
+            return super().main(*args, **kwargs)
+        try:
+            super().main(*args, **kwargs)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+        except OSError as exc:
+            if exc.errno not in STREAM_ERRNOS or exc.filename is not None:
+                raise
+            if isinstance(exc, BrokenPipeError):
+                code = 1
+            else:
+                _report_stream_error(exc)
+                code = 2
+            _silence(sys.__stdout__)
+        sys.exit(_flush_streams(code))
 
     def format_usage(self, ctx, formatter):
         formatter.write("Usage: derive-cells CELL [--emit numpy|torch] [-o FILE]\n"
@@ -89,34 +205,13 @@ def main():
     """
 
 
-
-
-def write_atomic(path: str, data: str | bytes) -> None:
-    """Write text or bytes to path through a temporary file: a failure leaves no partial file."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        if isinstance(data, bytes):
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-        else:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-                fh.write(data)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # as open() would have made it, not mkstemp's 0600
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @main.command("emit")
 @click.argument("cell")
 @click.option("--emit", "target", type=click.Choice(EMIT_TARGETS), default=None,
               help="Emit a standalone module for this library (default: print the derivation).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
-              help="Write to FILE instead of stdout.")
+@click.option("-o", "--output", type=OUTPUT_PATH, metavar="FILE",
+              help="Write to FILE instead of stdout ('-': stdout). A symbolic link is written "
+                   "through; a FIFO or device is written in place.")
 def emit_command(cell: str, target: str | None, output: str | None):
     """Print a cell's derivation, or emit its forward/backward module.
 
@@ -128,6 +223,7 @@ def emit_command(cell: str, target: str | None, output: str | None):
     from derive.derivation import derive as run_derivation
 
     (spec,) = load_cells([cell])
+    check_outputs({"-o": output}, spec_files([cell]))
     deriv = run_derivation(spec)
     if target is None:
         from derive.text import derivation_text
@@ -137,14 +233,9 @@ def emit_command(cell: str, target: str | None, output: str | None):
         from derive.emit import emit
 
         text = emit(deriv, target, command=f"derive-cells {shlex.quote(cell)} --emit {target}")
-    if output:
-        try:
-            write_atomic(output, text)
-        except OSError as exc:
-            fail(f"cannot write {output}: {exc.strerror or exc}")
+    write_output(output or "-", text)
+    if output and output != "-":
         click.echo(f"wrote {output}", err=True)
-    else:
-        click.echo(text, nl=False)
 
 
 @main.command("list")

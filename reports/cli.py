@@ -10,7 +10,15 @@ from pathlib import Path
 
 import click
 
-from derive.cli import fail, load_cells, require_torch, write_atomic
+from derive.cli import (
+    OUTPUT_PATH,
+    check_outputs,
+    fail,
+    load_cells,
+    require_torch,
+    spec_files,
+    write_output,
+)
 
 FORMATS = {".html": "html", ".htm": "html", ".tex": "tex", ".pdf": "pdf"}
 
@@ -21,8 +29,9 @@ def _fail(message: str) -> None:
 
 @click.command("report")
 @click.argument("cells", nargs=-1, required=True, metavar="CELL_OR_SPEC...")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="The document to write (.html, .tex or .pdf).")
+@click.option("-o", "--output", required=True, type=OUTPUT_PATH, metavar="FILE",
+              help="The document to write (.html, .tex or .pdf; '-': stdout, with --format "
+                   "html or pdf).")
 @click.option("--format", "fmt", type=click.Choice(["html", "tex", "pdf"]), default=None,
               help="Default: from the output file's extension.")
 def report(cells, output, fmt):
@@ -43,36 +52,41 @@ def report(cells, output, fmt):
     HTML needs nothing else; a reader opens it in any browser, offline. Exit status: 0 ok,
     2 usage or input error (including --format pdf without pdflatex).
     """
-    fmt = fmt or FORMATS.get(Path(output).suffix.lower())
+    fmt = fmt or (None if output == "-" else FORMATS.get(Path(output).suffix.lower()))
     if fmt is None:
         _fail(f"{output}: cannot tell the format from the extension; use --format "
               "html|tex|pdf or a .html, .tex or .pdf file")
+    if fmt == "tex" and output == "-":
+        _fail("--format tex writes its figures as files beside the .tex; give -o FILE.tex")
     if fmt == "pdf" and shutil.which("pdflatex") is None:
         _fail("--format pdf runs pdflatex, which is not installed (Debian/Ubuntu: apt-get "
               "install texlive-latex-base); --format tex writes the .tex to compile elsewhere")
     require_torch("derive-cells report", "report (its verification and decay sections)")
     loaded = load_cells(cells, "derive-cells report")
+    inputs = spec_files(cells)
+    check_outputs({"-o": output}, inputs, "derive-cells report")
     from reports.build import build
 
     data = build(loaded, progress=lambda m: click.echo(f"report: {m}", err=True))
-    try:
-        if fmt == "html":
-            from reports.html import render_html
+    if fmt == "html":
+        from reports.html import render_html
 
-            write_atomic(output, render_html(data))
+        write_output(output, render_html(data), "derive-cells report")
+    else:
+        from reports.latex import render_latex
+
+        stem = "report" if output == "-" else Path(output).stem
+        tex, figures = render_latex(data, stem)
+        if fmt == "tex":
+            beside = {f"figure {name}": str(Path(output).parent / name) for name in figures}
+            check_outputs({"-o": output, **beside}, inputs, "derive-cells report")
+            for name, pdf in figures.items():
+                write_output(str(Path(output).parent / name), pdf, "derive-cells report")
+            write_output(output, tex, "derive-cells report")
         else:
-            from reports.latex import render_latex
-
-            tex, figures = render_latex(data, Path(output).stem)
-            if fmt == "tex":
-                for name, pdf in figures.items():
-                    write_atomic(str(Path(output).parent / name), pdf)
-                write_atomic(output, tex)
-            else:
-                write_atomic(output, _pdflatex(tex, figures, Path(output).stem))
-    except OSError as exc:
-        _fail(f"cannot write {output}: {exc.strerror or exc}")
-    click.echo(f"report: wrote {output}", err=True)
+            write_output(output, _pdflatex(tex, figures, stem), "derive-cells report")
+    if output != "-":
+        click.echo(f"report: wrote {output}", err=True)
 
 
 def _pdflatex(tex: str, figures: dict[str, bytes], stem: str) -> bytes:

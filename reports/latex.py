@@ -78,7 +78,9 @@ def render_latex(report: Report, stem: str) -> tuple[str, dict[str, bytes]]:
                                    if d["predicted_rate_per_step"][s] is not None else "--",
                                    _num(d["time_constant"][s], ".3g"),
                                    _num(d["half_life"][s], ".3g")])
-                       for s in d["rate_per_step"]]))
+                       for s in d["rate_per_step"]],
+            decay_notes_tex=[f"{tex_escape(s)}: {tex_escape(note)}"
+                             for s, note in d.get("notes", {}).items()]))
     comparison = ""
     if len(report.cells) > 1:
         comparison = f"{stem}-comparison-decay.pdf"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 from derive.derivation import derive
 from derive.emit import emit
@@ -14,6 +16,15 @@ from verify.inputs import random_params  # noqa: F401  (re-exported for the test
 from verify.modules import Runner, import_file
 
 BUILTINS = ["rnn", "rnn_relu", "lstm", "gru", "simplified_gru"]
+
+# Hypothesis: a bounded, deterministic run by default (make test, CI); HYPOTHESIS_PROFILE=fuzz
+# (make fuzz) for a long random search that prints how to reproduce what it finds.
+_SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+settings.register_profile("derive-cells", max_examples=400, derandomize=True, database=None,
+                          deadline=None, suppress_health_check=_SLOW_OK)
+settings.register_profile("fuzz", max_examples=2000, database=None, deadline=None,
+                          print_blob=True, suppress_health_check=_SLOW_OK)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "derive-cells"))
 _MODULES: dict[tuple[str, str], object] = {}
 
 

@@ -76,6 +76,12 @@ def _arrays(out, s_T, grads=None) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _grad(leaf: torch.Tensor) -> np.ndarray:
+    """A leaf's gradient; zeros for one the loss never reads (an unused input, state or
+    parameter), which is what the emitted backward must return for it."""
+    return leaf.grad.numpy() if leaf.grad is not None else np.zeros(leaf.shape)
+
+
 def _torch_tree(tree):
     return {k: torch.tensor(np.asarray(v, dtype=np.float64), requires_grad=True)
             for k, v in tree.items()}
@@ -96,9 +102,9 @@ def reference_run(cell: Cell, problem: Problem, use_nn: bool, with_outputs=True,
     if with_state:
         loss = loss + sum((s_T[n] * torch.tensor(np.float64(problem.d_state_T[n]))).sum()
                           for n in s_T)
-    loss.backward()
-    grads = (x.grad.numpy(), {n: v.grad.numpy() for n, v in s0.items()},
-             {n: v.grad.numpy() for n, v in p.items()})
+    if loss.requires_grad:  # False when no input, state or parameter reaches the loss
+        loss.backward()
+    grads = (_grad(x), {n: _grad(v) for n, v in s0.items()}, {n: _grad(v) for n, v in p.items()})
     return _arrays(out.detach().numpy(), {n: v.detach().numpy() for n, v in s_T.items()}, grads)
 
 

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import click
 
-from derive.cli import fail, load_cells, require_torch
+from derive.cli import (
+    OUTPUT_PATH,
+    check_outputs,
+    fail,
+    load_cells,
+    require_torch,
+    spec_files,
+    write_output,
+)
 
 BACKENDS = ("numpy", "torch")
 DTYPES = ("float64", "float32")
@@ -46,10 +54,12 @@ def _check_module_matches(module, cell, path: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "junit"]), default="table",
               show_default=True, help="table: a row per check; json: an object per array; "
                                       "junit: JUnit XML, a testcase per check.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the report to FILE.")
+@click.option("-o", "--output", type=OUTPUT_PATH, metavar="FILE",
+              help="Write the report to FILE ('-': stdout, the default).")
 @click.option("--module", "module_file", type=click.Path(dir_okay=False),
               help="Check this emitted module file (kept, perhaps edited, in your repository) "
-                   "instead of freshly emitted code; needs --cell.")
+                   "instead of freshly emitted code; needs --cell. The file is imported and so "
+                   "RUNS, as `python FILE` would: only pass a file you trust.")
 @click.option("--cell", "module_cell", help="The cell (name or spec) that --module implements.")
 def verify(cells, all_cells, backend, dtype, fmt, output, module_file, module_cell):
     """Check emitted gradients against independent references.
@@ -64,6 +74,9 @@ def verify(cells, all_cells, backend, dtype, fmt, output, module_file, module_ce
       derive-cells verify --all
       derive-cells verify lstm my_cell.toml --dtype float64 --format junit -o verify.xml
       derive-cells verify --module lstm_bptt.py --cell lstm
+
+    --module imports the file, which executes it like `python FILE`; check only files you
+    trust (your own emitted modules), never one from an untrusted source.
 
     Exit status: 0 every check passed, 1 a check failed, 2 usage or input error.
     """
@@ -86,6 +99,8 @@ def verify(cells, all_cells, backend, dtype, fmt, output, module_file, module_ce
     from verify.report import FORMATS
 
     loaded = load_cells(names, "derive-cells verify")
+    inputs = {**spec_files(names), **({module_file: module_file} if module_file else {})}
+    check_outputs({"-o": output}, inputs, "derive-cells verify")
     results, start = [], time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="derive-cells-verify-") as tmp:
         for cell in loaded:
@@ -118,13 +133,5 @@ def verify(cells, all_cells, backend, dtype, fmt, output, module_file, module_ce
     failed = sum(1 for r in results if not r.passed)
     click.echo(f"verify: {len(results)} arrays compared in {time.perf_counter() - start:.1f} s,"
                f" {failed} outside tolerance", err=True)
-    if output:
-        from derive.cli import write_atomic
-
-        try:
-            write_atomic(output, text)
-        except OSError as exc:
-            _fail(f"cannot write {output}: {exc.strerror or exc}")
-    else:
-        click.echo(text, nl=False)
+    write_output(output or "-", text, "derive-cells verify")
     sys.exit(1 if failed else 0)

@@ -58,6 +58,7 @@ class Measurement:
     half_life: dict[str, float | None]
     jacobian: dict[str, float | None] = field(default_factory=dict)
     float32_leaves_normal_range_at: dict[str, int | None] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # per state: why there is no rate
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}
@@ -65,6 +66,49 @@ class Measurement:
 
 class SetupError(ValueError):
     """A setting that does not apply to the cell (e.g. --forget-bias without a forget gate)."""
+
+
+# What one run may cost, so that it fits a small machine (two cores, a few GiB to spare).
+MEMORY_BUDGET = 8 * 2**30  # bytes of saved forward values, every step's cache (an upper bound)
+JACOBIAN_BUDGET = 2e12  # ~10 n^3 operations per SVD of an n x n step Jacobian: minutes
+JACOBIAN_STEPS = 24  # steps at which the step Jacobian's singular values are taken
+
+
+def _nbytes(obj) -> int:
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    return int(getattr(obj, "nbytes", 0))
+
+
+def check_budget(module, deriv: Derivation, setup: Setup) -> None:
+    """Refuse (SetupError) a setup whose saved forward values or step-Jacobian spectra would
+    not fit MEMORY_BUDGET or JACOBIAN_BUDGET; one step at the requested sizes measures the
+    memory a step keeps."""
+    cell = deriv.cell
+    T, B, H = setup.steps, setup.batch, setup.hidden
+    I = setup.input_size or H
+    dtype = np.float64 if setup.dtype == "float64" else np.float32
+    plain = Setup(**{**setup.__dict__, "forget_bias": None, "recurrent_init": "pytorch"})
+    params = make_params(module, deriv, plain, I, H, np.random.default_rng(0))
+    state = {s: np.zeros((B, H), dtype) for s in cell.state}
+    _, cache = module.step_forward(np.zeros((B, I), dtype), state, params)
+    per_step = _nbytes({k: v for k, v in cache.items() if k != "params"})
+    per_step += _nbytes(state)  # the trajectory keeps every step's states too
+    memory = T * per_step
+    if memory > MEMORY_BUDGET:
+        raise SetupError(f"{cell.name}: --steps {T} x --batch {B} x --hidden {H} would keep "
+                         f"{memory / 2**30:.1f} GiB of forward values (at most "
+                         f"{MEMORY_BUDGET / 2**30:.0f} GiB); use fewer steps, a smaller batch or "
+                         "a smaller hidden size")
+    n = len(cell.state) * H
+    work = min(T, JACOBIAN_STEPS) * B * 10 * n**3
+    if work > JACOBIAN_BUDGET:
+        raise SetupError(f"{cell.name}: --batch {B} x --hidden {H} needs the singular values of "
+                         f"{min(T, JACOBIAN_STEPS) * B} step Jacobians of {n} x {n}, about "
+                         f"{work:.1e} operations (at most {JACOBIAN_BUDGET:.0e}); use a smaller "
+                         "batch or hidden size")
 
 
 def _roles(deriv: Derivation) -> tuple[set[str], set[str], dict[str, list[str]]]:
@@ -175,7 +219,7 @@ def measure(module, deriv: Derivation, setup: Setup, progress=None) -> Measureme
             _, current, _ = module.step_backward(current, saved[T - 1 - d], params)
         if progress and d and d % 1000 == 0:
             progress(f"{cell.name}: backward distance {d}/{T}")
-    return _summarize(module, deriv, setup, norms, trajectory, x, params)
+    return _summarize(module, deriv, setup, norms, trajectory, x, params, first)
 
 
 def _output(cache, cell):
@@ -183,7 +227,37 @@ def _output(cache, cell):
     return group[cell.output][-1]
 
 
-def _summarize(module, deriv, setup, norms, trajectory, x, params) -> Measurement:
+def _notes(deriv, norms, first: int, skip: int, rate) -> dict[str, str]:
+    """Why a state has no meaningful rate, in words: the loss never reaches it, its gradient
+    stops after a few steps because no step reads its previous value, or it overflowed."""
+    cell, notes = deriv.cell, {}
+    for s in cell.state:
+        n = norms[s][first:]
+        zero = np.all(n == -np.inf, axis=1)
+        overflow = np.any(np.isnan(n) | (n == np.inf), axis=1)
+        read = any(deriv.jacobian.get((sp, s)) for sp in cell.state)
+        if zero.all():
+            notes[s] = (f"the gradient never reaches {s}: the loss does not depend on it, so "
+                        "there is no decay to measure")
+        elif zero[-1] and not overflow.any():
+            last = first + int(np.nonzero(~zero)[0][-1])
+            why = ("no step reads its previous value, so the gradient does not flow back "
+                   "through it" if not read else "the gradient vanished exactly (e.g. "
+                   "activations that are off)")
+            notes[s] = (f"exactly zero beyond distance {last}: {why}; there is no rate to fit"
+                        if rate[s] is None else f"exactly zero beyond distance {last}: {why}")
+        elif overflow.any():
+            at = first + int(np.nonzero(overflow)[0][0])
+            notes[s] = (f"the gradient overflowed (inf or nan) from distance {at} on; the rate "
+                        "uses the distances before it" if rate[s] is not None else
+                        f"the gradient overflowed (inf or nan) from distance {at} on; too few "
+                        "distances to fit a rate")
+        elif rate[s] is None:
+            notes[s] = f"fewer than two measured distances beyond the first {skip}: no rate"
+    return notes
+
+
+def _summarize(module, deriv, setup, norms, trajectory, x, params, first=0) -> Measurement:
     cell, T = deriv.cell, setup.steps
     finite = {s: np.isfinite(n).all(axis=1) for s, n in norms.items()}
     mean = {s: np.where(finite[s], np.where(finite[s][:, None], n, 0).mean(axis=1), -np.inf)
@@ -210,7 +284,8 @@ def _summarize(module, deriv, setup, norms, trajectory, x, params) -> Measuremen
     return Measurement(cell.name, T, setup.dtype, list(range(T)),
                        {s: _finite(mean[s]) for s in cell.state},
                        {s: _finite(spread[s]) for s in cell.state}, rate, predicted, kind, tau,
-                       half, _jacobian_spectrum(module, cell, x, trajectory, params), leaves)
+                       half, _jacobian_spectrum(module, cell, x, trajectory, params), leaves,
+                       _notes(deriv, norms, first, skip, rate))
 
 
 def _predict(module, deriv, params, x, trajectory):

@@ -8,9 +8,21 @@ from pathlib import Path
 
 import click
 
-from derive.cli import fail, load_cells, require_torch, write_atomic
+from derive.cli import (
+    OUTPUT_PATH,
+    FiniteFloat,
+    check_outputs,
+    fail,
+    load_cells,
+    require_torch,
+    spec_files,
+    write_output,
+)
 
 PLOT_FORMATS = {".svg": "svg", ".png": "png"}
+MAX_STEPS, MAX_BATCH, MAX_HIDDEN, MAX_INPUT = 100_000, 1024, 1024, 4096
+MAX_SCALE = 1000.0  # --gain, --input-scale: far beyond this every gate is saturated anyway
+MAX_BIAS = 1000.0
 
 
 def _fail(message: str) -> None:
@@ -26,7 +38,7 @@ def table(measurements: list[dict]) -> str:
              "half-life", "log10 norm at d=T-1", "mean sigma_max(J)")]
     for m in measurements:
         for s in m["log10_norm"]:
-            last = next((v for v in reversed(m["log10_norm"][s]) if v is not None), None)
+            last = m["log10_norm"][s][-1]  # "-": exactly zero or not finite (see the notes)
             rows.append((m["cell"], s, _fmt(m["rate_per_step"][s]),
                          _fmt(m["predicted_rate_per_step"][s]), m["prediction"][s] or "-",
                          _fmt(m["time_constant"][s], ".3g"), _fmt(m["half_life"][s], ".3g"),
@@ -38,39 +50,48 @@ def table(measurements: list[dict]) -> str:
     lines.append(f"\nrates are factors per step, fitted (Theil-Sen) to log10 norms beyond the "
                  f"first {max(2, max(steps) // 10)} steps; time constant -1/ln(rate), "
                  "half-life ln 2 / -ln(rate).")
+    notes = [f"  {m['cell']} {s}: {note}" for m in measurements
+             for s, note in m.get("notes", {}).items()]
+    if notes:
+        lines += ["notes:", *notes]
     return "\n".join(lines) + "\n"
 
 
 @click.command("decay")
 @click.argument("cells", nargs=-1, required=True, metavar="CELL_OR_SPEC...")
-@click.option("--steps", "-T", type=click.IntRange(2, 100_000), default=100, show_default=True,
-              help="Sequence length T.")
-@click.option("--batch", "-B", type=click.IntRange(1, 4096), default=16, show_default=True)
-@click.option("--hidden", "-H", type=click.IntRange(1, 4096), default=32, show_default=True)
-@click.option("--input-size", "-I", type=click.IntRange(1, 4096), default=None,
-              help="Input size I (default: the hidden size).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", "-T", type=click.IntRange(2, MAX_STEPS), default=100, show_default=True,
+              help=f"Sequence length T (2 to {MAX_STEPS}).")
+@click.option("--batch", "-B", type=click.IntRange(1, MAX_BATCH), default=16, show_default=True,
+              help=f"Sequences measured at once (1 to {MAX_BATCH}).")
+@click.option("--hidden", "-H", type=click.IntRange(1, MAX_HIDDEN), default=32,
+              show_default=True, help=f"Hidden size H (1 to {MAX_HIDDEN}).")
+@click.option("--input-size", "-I", type=click.IntRange(1, MAX_INPUT), default=None,
+              help=f"Input size I (1 to {MAX_INPUT}; default: the hidden size).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+              help="Seed of the random parameters and inputs (0 to 2**32-1).")
 @click.option("--recurrent-init", type=click.Choice(["pytorch", "orthogonal"]),
               default="pytorch", show_default=True,
               help="pytorch: U(+-1/sqrt(H)) like every parameter; orthogonal: random orthogonal "
                    "recurrent matrices.")
-@click.option("--gain", type=float, default=1.0, show_default=True,
-              help="Scale every recurrent (H x H) matrix; 0 makes them zero.")
-@click.option("--input-scale", type=float, default=1.0, show_default=True,
-              help="Inputs are standard normal times this; 0 feeds zeros.")
-@click.option("--bias", type=float, default=None,
-              help="Set every bias vector (a vector only ever added to a product) to B.")
-@click.option("--forget-bias", type=float, default=None,
+@click.option("--gain", type=FiniteFloat(0, MAX_SCALE), default=1.0, show_default=True,
+              help=f"Scale every recurrent (H x H) matrix (0 to {MAX_SCALE:g}); 0 makes them "
+                   "zero.")
+@click.option("--input-scale", type=FiniteFloat(0, MAX_SCALE), default=1.0, show_default=True,
+              help=f"Inputs are standard normal times this (0 to {MAX_SCALE:g}); 0 feeds zeros.")
+@click.option("--bias", type=FiniteFloat(-MAX_BIAS, MAX_BIAS), default=None,
+              help="Set every bias vector (a vector only ever added to a product) to B "
+                   f"(-{MAX_BIAS:g} to {MAX_BIAS:g}).")
+@click.option("--forget-bias", type=FiniteFloat(-MAX_BIAS, MAX_BIAS), default=None,
               help="Then set the forget gate's pre-activation bias to F in total (split over "
                    "its bias vectors: PyTorch's two get F/2 each).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64",
               show_default=True, help="Precision of the forward and backward passes.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
-@click.option("--plot", type=click.Path(dir_okay=False),
-              help="Write a plot of the decay (.svg or .png).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="Write the table or JSON to FILE.")
+@click.option("--plot", type=OUTPUT_PATH, metavar="FILE",
+              help="Write a plot of the decay (a file ending .svg or .png).")
+@click.option("-o", "--output", type=OUTPUT_PATH, metavar="FILE",
+              help="Write the table or JSON to FILE ('-': stdout, the default).")
 def decay(cells, steps, batch, hidden, input_size, seed, recurrent_init, gain, input_scale,
           bias, forget_bias, dtype, fmt, plot, output):
     """Measure how the gradient of a last-step loss decays back through time.
@@ -88,25 +109,38 @@ def decay(cells, steps, batch, hidden, input_size, seed, recurrent_init, gain, i
       derive-cells decay rnn --recurrent-init orthogonal --gain 0.5 --input-scale 0 --bias 0
       derive-cells decay lstm --gain 0 --input-scale 0 --bias 0 --forget-bias 3 --format json
 
+    Sizes are bounded so that a run fits a small machine: besides each option's range, a run
+    that would keep more than 8 GiB of forward values (steps x batch x hidden), or take the
+    singular values of step Jacobians beyond about 2e12 operations (batch x (states x
+    hidden)^3), is refused with exit status 2 before it starts.
+
     Exit status: 0 ok, 2 usage or input error.
     """
     if plot and Path(plot).suffix.lower() not in PLOT_FORMATS:
         _fail(f"--plot {plot}: the file must end in .svg or .png")
     require_torch("derive-cells decay", "decay (its predictions)")
     from derive.derivation import derive
-    from verify.decay import Setup, SetupError, measure
+    from verify.decay import Setup, SetupError, check_budget, measure
     from verify.modules import emit_and_import
 
     loaded = load_cells(cells, "derive-cells decay")
+    check_outputs({"--plot": plot, "-o": output}, spec_files(cells), "derive-cells decay")
     setup = Setup(steps, batch, hidden, input_size, seed, recurrent_init, gain, input_scale,
                   bias, forget_bias, dtype)
     results, skipped = [], []
     with tempfile.TemporaryDirectory(prefix="derive-cells-decay-") as tmp:
-        for cell in loaded:
-            click.echo(f"decay: {cell.name} T={steps} B={batch} H={hidden} {dtype} ...",
-                       err=True)
+        emitted = []
+        for cell in loaded:  # every cell within budget before the first one runs
             deriv = derive(cell)
             module = emit_and_import(deriv, "numpy", Path(tmp))
+            try:
+                check_budget(module, deriv, setup)
+            except SetupError as exc:
+                _fail(str(exc))
+            emitted.append((cell, deriv, module))
+        for cell, deriv, module in emitted:
+            click.echo(f"decay: {cell.name} T={steps} B={batch} H={hidden} {dtype} ...",
+                       err=True)
             progress = lambda msg: click.echo(f"decay: {msg}", err=True)  # noqa: E731
             try:
                 m = measure(module, deriv, setup, progress=progress)
@@ -129,15 +163,6 @@ def decay(cells, steps, batch, hidden, input_size, seed, recurrent_init, gain, i
         from reports.plots import decay_figure, render
 
         data = render(decay_figure(results), PLOT_FORMATS[Path(plot).suffix.lower()])
-        try:
-            write_atomic(plot, data)
-        except OSError as exc:
-            _fail(f"cannot write {plot}: {exc.strerror or exc}")
+        write_output(plot, data, "derive-cells decay")
         click.echo(f"decay: wrote {plot}", err=True)
-    if output:
-        try:
-            write_atomic(output, text)
-        except OSError as exc:
-            _fail(f"cannot write {output}: {exc.strerror or exc}")
-    else:
-        click.echo(text, nl=False)
+    write_output(output or "-", text, "derive-cells decay")
