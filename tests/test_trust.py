@@ -196,3 +196,22 @@ def test_constant_function_arguments_fold_to_their_value(tmp_path):
                                                     if n.is_Number]))
     assert any(abs(n - 2 ** -0.5) < 1e-15 for n in numbers), numbers
     assert any(abs(n - (np.log(2) + np.log(2))) < 1e-15 for n in numbers), numbers
+
+
+REFUSED = sorted((SPECS / "refused").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", REFUSED, ids=lambda p: p.stem)
+def test_shrunk_examples_that_broke_emitted_modules_are_refused(path):
+    """Minimal specs the property-based test found crashing or wrong: now refused at parse
+    time, by the CLI with exit status 2 and one line naming the file."""
+    from click.testing import CliRunner
+
+    from derive.cli import main
+
+    assert_refused(path, None)
+    result = CliRunner().invoke(main, [str(path), "--emit", "numpy"])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0], result.stderr

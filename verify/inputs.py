@@ -76,11 +76,14 @@ def compare(actual, expected) -> Comparison:
     if a.shape != b.shape:
         return Comparison(float("inf"), (), float("nan"), float("nan"), b.shape)
     diff = a - b
-    norm = float(np.linalg.norm(b))
     if not np.all(np.isfinite(a)):
         err = float("inf")
     else:
-        err = float(np.linalg.norm(diff)) / (norm if norm > 0 else 1.0)
+        # both scaled by their largest element first: norms of values near 1e300 would overflow
+        scale = max(float(np.abs(a).max(initial=0)), float(np.abs(b).max(initial=0)))
+        scale = scale if 0 < scale < np.inf else 1.0
+        norm = float(np.linalg.norm(b / scale))
+        err = float(np.linalg.norm(diff / scale)) / (norm if norm > 0 else 1.0 / scale)
     if diff.size == 0:
         return Comparison(err, (), 0.0, 0.0, b.shape)
     bad = np.where(np.isfinite(diff), np.abs(diff), np.inf)
