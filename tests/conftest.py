@@ -63,3 +63,27 @@ TARGETS = ["numpy", "torch"]
 def runner(emitted):
     """runner(cell, target) -> Runner over the emitted module."""
     return lambda cell, target="numpy": Runner(emitted(cell, target), target)
+
+
+def reference_jacobian(cell, mod, x_t, state, params) -> dict:
+    """d s_t / d s'_{t-1} by torch.autograd.functional.jacobian over verify/reference.py's step:
+    {(s, s'): (B, H, H) array}, for comparison with an emitted module's step_jacobian."""
+    import torch
+
+    from verify import reference
+
+    blocks = reference.unpack(cell, {n: torch.tensor(v) for n, v in params.items()})
+    out = {(s, sp): [] for s in mod.STATE for sp in mod.STATE}
+    for b in range(x_t.shape[0]):
+        xb = torch.tensor(x_t[b:b + 1])
+
+        def step(*prev, xb=xb):
+            values = reference.step(cell, xb, dict(zip(mod.STATE, prev, strict=True)), blocks)
+            return tuple(values[s] for s in mod.STATE)
+
+        full = torch.autograd.functional.jacobian(
+            step, tuple(torch.tensor(state[n][b:b + 1]) for n in mod.STATE))
+        for i, s in enumerate(mod.STATE):
+            for j, sp in enumerate(mod.STATE):
+                out[s, sp].append(full[i][j][0, :, 0, :].numpy())
+    return {key: np.stack(blocks_b) for key, blocks_b in out.items()}

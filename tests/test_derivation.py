@@ -7,13 +7,11 @@ import tomllib
 
 import numpy as np
 import pytest
-import torch
-from conftest import BUILTINS, TARGETS, random_params, rel_error
+from conftest import BUILTINS, TARGETS, random_params, reference_jacobian, rel_error
 
 from derive.derivation import derive
 from derive.emit import emit
 from derive.spec import cell_from_dict, load_cell
-from verify import reference
 from verify.modules import Runner, import_file
 
 
@@ -87,22 +85,10 @@ def test_long_chain_jacobian_is_small_and_matches_autograd(long_specs, tmp_path,
     x_t = rng.standard_normal((B, I))
     state = {n: rng.standard_normal((B, H)) * 0.5 for n in mod.STATE}
     jac = mod.step_jacobian(x_t, state, params)
-    blocks = reference.unpack(cell, {n: torch.tensor(v) for n, v in params.items()})
     largest = 0.0
-    for b in range(B):
-        xb = torch.tensor(x_t[b:b + 1])
-
-        def step(*prev, xb=xb):
-            values = reference.step(cell, xb, dict(zip(mod.STATE, prev, strict=True)), blocks)
-            return tuple(values[s] for s in mod.STATE)
-
-        full = torch.autograd.functional.jacobian(
-            step, tuple(torch.tensor(state[n][b:b + 1]) for n in mod.STATE))
-        for i, s in enumerate(mod.STATE):
-            for j, sp in enumerate(mod.STATE):
-                ref = full[i][j][0, :, 0, :].numpy()
-                assert rel_error(jac[s, sp][b], ref) < 1e-12, (s, sp, b)
-                largest = max(largest, float(np.abs(ref).max()))
+    for key, ref in reference_jacobian(cell, mod, x_t, state, params).items():
+        assert rel_error(jac[key], ref) < 1e-12, key
+        largest = max(largest, float(np.abs(ref).max()))
     assert largest > 1e-2  # not vacuous
 
 

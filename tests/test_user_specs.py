@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TARGETS, random_params, rel_error
+from conftest import TARGETS, random_params, reference_jacobian, rel_error
 
 from derive.spec import load_cell
 from verify import reference
@@ -67,16 +67,5 @@ def test_user_spec_jacobian(runner, target, spec):
     x_t = rng.standard_normal((B, I))
     state = {n: rng.standard_normal((B, H)) * 0.5 for n in mod.STATE}
     jac = mod.step_jacobian(x_t, state, params)
-    blocks = reference.unpack(cell, {n: torch.tensor(v) for n, v in params.items()})
-    for b in range(B):
-        xb = torch.tensor(x_t[b:b + 1])
-
-        def step(*prev, xb=xb):
-            values = reference.step(cell, xb, dict(zip(mod.STATE, prev, strict=True)), blocks)
-            return tuple(values[s] for s in mod.STATE)
-
-        full = torch.autograd.functional.jacobian(
-            step, tuple(torch.tensor(state[n][b:b + 1]) for n in mod.STATE))
-        for i, s in enumerate(mod.STATE):
-            for j, sp in enumerate(mod.STATE):
-                assert rel_error(jac[s, sp][b], full[i][j][0, :, 0, :].numpy()) < 1e-12, (s, sp)
+    for key, ref in reference_jacobian(cell, mod, x_t, state, params).items():
+        assert rel_error(jac[key], ref) < 1e-12, key
