@@ -104,13 +104,14 @@ class Emitter(StepSections):
             return tuple(out)
 
 
-        def _check(x, state0, params):
-            """Validate shapes and dtypes; return (T, B, I, H)."""
+        def _check(x, state0, params, finite=True):
+            """Validate shapes and dtypes (and that every value is finite); return (T, B, I, H)."""
             if not _is_float_array(x) or x.ndim != 3:
-                raise ValueError(f"x: expected a floating-point array of shape (T, B, I), got "
-                                 f"{type(x).__name__} {getattr(x, 'shape', '')}")
+                raise ValueError(f"x: expected a floating-point array of shape (T, B, I), "
+                                 f"time-major, got {type(x).__name__} {getattr(x, 'shape', '')}")
             T, B, I = x.shape
-            _check_finite("x", x)
+            if finite:
+                _check_finite("x", x)
             unknown = sorted(set(params) - set(PARAMS))
             missing = [n for n in PARAMS if n not in params]
             if unknown or missing:
@@ -121,9 +122,10 @@ class Emitter(StepSections):
                 raise ValueError(f"state0: unknown state(s) {unknown}; states are {STATE}")
             H, source = _hidden_size(state0 or {}, params)
             for name, spec in PARAMS.items():
-                _check_array(f"params[{name!r}]", params[name], _dims(spec, I, H), x, source)
+                _check_array(f"params[{name!r}]", params[name], _dims(spec, I, H), x, source,
+                             finite)
             for name, value in (state0 or {}).items():
-                _check_array(f"state0[{name!r}]", value, (B, H), x, source)
+                _check_array(f"state0[{name!r}]", value, (B, H), x, source, finite)
             return T, B, I, H
 
 
@@ -145,7 +147,7 @@ class Emitter(StepSections):
                              "size H of this cell")
 
 
-        def _check_array(what, a, shape, like, why=""):
+        def _check_array(what, a, shape, like, why="", finite=True):
             if not _is_float_array(a):
                 raise ValueError(f"{what}: expected a floating-point array of shape {shape}, "
                                  f"got {type(a).__name__}")
@@ -155,7 +157,8 @@ class Emitter(StepSections):
                                  f"got {tuple(a.shape)}")
             if a.dtype != like.dtype:
                 raise ValueError(f"{what}: dtype {a.dtype} differs from x's {like.dtype}")
-            _check_finite(what, a)
+            if finite:
+                _check_finite(what, a)
 
 
         def _check_finite(what, a):
@@ -211,11 +214,19 @@ class Emitter(StepSections):
     def forward(self) -> str:
         c, plan = self.cell, self.plan
         hoisted = [g for g in self.d.groups if g.hoisted]
-        lines = [f"def {self.t.core}forward(x, state0, params):",
-                 '    """x: (T, B, I). state0: {name: (B, H)}; a missing name starts at zeros.',
-                 "    params: {name: array}, names and shapes as in PARAMS.",
+        check = ", check=True" if self.t.name == "torch" else ""
+        lines = [f"def {self.t.core}forward(x, state0, params, lengths=None, reverse=False{check}):",
+                 '    """x: (T, B, I), time-major. state0: {name: (B, H)}; a missing name starts at',
+                 "    zeros. params: {name: array}, names and shapes as in PARAMS.",
+                 "    lengths: (B,) integers, 0 < lengths[b] <= T, or None (every row runs T steps):",
+                 "    row b runs its first lengths[b] steps, then its state is carried unchanged and",
+                 "    its outputs are zero. reverse: each row runs from its last valid step back to",
+                 "    its first (outputs stay aligned with x).",
                  '    Returns (outputs (T, B, H), state_T {name: (B, H)}, cache)."""',
-                 "    T, B, I, H = _check(x, state0, params)",
+                 f"    T, B, I, H = _check(x, state0, params{', finite=check' if check else ''})",
+                 "    mask, order = _lengths(lengths, T, B, x, reverse)",
+                 "    if order is not None:  # each row's valid steps in reverse order",
+                 "        x = _reorder(x, order)",
                  "    p, step = _prepare(params)",
                  "    # every step's states and saved values, as lists of (B, n) arrays",
                  "    states = {name: [value] for name, value in zip(STATE, _initial(state0, x, B, H))}",
@@ -240,13 +251,21 @@ class Emitter(StepSections):
                   f"_steps(x){''.join(f', _steps({g.name})' for g in hoisted)}",
                   "    for t in range(T):",
                   f"        new, saved = _forward_step(xs[t]{args}, step)",
+                  "        if mask is not None:  # rows past their length keep their state",
+                  "            new = [_where(mask[t], value, seq[t]) for value, seq in zip(new, S)]",
                   "        for seq, value in zip(S, new):",
                   "            seq.append(value)",
                   "        for seq, value in zip(V, saved):",
                   "            seq.append(value)",
+                  f"    outputs = _stack({outputs})",
+                  "    if mask is not None:",
+                  "        outputs = _where(mask, outputs, 0)",
+                  "    if order is not None:",
+                  "        outputs = _reorder(outputs, order)",
                   '    cache = {"x": x, "params": p, "step": step, "states": states, '
-                  '"values": values}',
-                  f"    return _stack({outputs}), {{name: states[name][T] for name in STATE}}, cache"]
+                  '"values": values,',
+                  '             "mask": mask, "order": order}',
+                  "    return outputs, {name: states[name][T] for name in STATE}, cache"]
         return "\n".join(lines)
 
     def backward(self) -> str:
@@ -267,7 +286,12 @@ class Emitter(StepSections):
                  '            _check_array(f"d_state_T[{name!r}]", value, (B, H), x)',
                  "    if d_outputs is not None:",
                  '        _check_array("d_outputs", d_outputs, (T, B, H), x)',
-                 "    d_state = _initial(d_state_T, x, B, H)"]
+                 "    d_state = _initial(d_state_T, x, B, H)",
+                 '    mask, order = cache["mask"], cache["order"]',
+                 "    if d_outputs is not None and order is not None:",
+                 "        d_outputs = _reorder(d_outputs, order)",
+                 "    if d_outputs is not None and mask is not None:  # padded outputs are constants",
+                 "        d_outputs = _where(mask, d_outputs, 0)"]
         widths = {g.name: len(g.members) for g in d.groups}
         if d.input_elementwise:
             lines.append("    d_x = _empty((T, B, I), x)")
@@ -286,8 +310,13 @@ class Emitter(StepSections):
             lines += ["        if d_outputs is not None:",
                       f"            d_state = (*d_state[:{o}], d_state[{o}] + d_ys[t], "
                       f"*d_state[{o + 1}:])"]
-        lines += ["        d_state, stacked, own, d_x_t = _backward_step("
+        lines += ["        if mask is not None:  # rows past their length pass the adjoint through",
+                  "            held = d_state",
+                  "            d_state = [_where(mask[t], value, 0) for value in d_state]",
+                  "        d_state, stacked, own, d_x_t = _backward_step("
                   f"*d_state{out_arg}, {saved}{prevs}xs[t], step)",
+                  "        if mask is not None:",
+                  "            d_state = [_where(mask[t], value, h) for value, h in zip(d_state, held)]",
                   "        for seq, value in zip(D, (*stacked, *own)):",
                   "            seq[t] = value"]
         if d.input_elementwise:
@@ -343,6 +372,8 @@ class Emitter(StepSections):
         lines += ["    d_params = {name: g[blocks[0]] if len(blocks) == 1 else "
                   "_cat([g[b] for b in blocks], axis=0)",
                   "                for name, blocks in BLOCKS.items()}",
+                  "    if order is not None:",
+                  "        d_x = _reorder(d_x, order)",
                   "    return d_x, *_distinct(dict(zip(STATE, d_state)), d_params, d_state_T)"]
         return "\n".join(line for line in lines if line)
 

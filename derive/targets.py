@@ -123,6 +123,34 @@ def _rows(coef, m, like):
 def _diag(coef, like):
     """diag(coef) for every batch row: (B, H) -> (B, H, H)."""
     return (coef + 0 * like)[:, :, None] * np.eye(like.shape[-1], dtype=like.dtype)
+
+
+def _where(mask, a, b):
+    return np.where(mask, a, b)
+
+
+def _lengths(lengths, T, B, like, reverse):
+    """For lengths (B,) and reverse: (mask (T, B, 1) of valid steps or None when every row runs
+    T steps, order (T, B) of time indices that puts each row's valid steps in reverse or None)."""
+    steps = np.arange(T)[:, None]
+    if lengths is None:
+        return None, (np.broadcast_to(T - 1 - steps, (T, B)) if reverse else None)
+    n = np.asarray(lengths)
+    if n.shape != (B,) or not (np.issubdtype(n.dtype, np.integer) or n.size == 0):
+        raise ValueError(f"lengths: expected {B} integers (one per row of x (T, B, I), "
+                         f"time-major), got {getattr(lengths, 'dtype', type(lengths).__name__)} "
+                         f"of shape {n.shape}")
+    if B and (n.min() < 1 or n.max() > T):
+        raise ValueError(f"lengths: every length must be in 1..T = {T} (x is (T, B, I), "
+                         f"time-major); got min {n.min()}, max {n.max()}")
+    valid = steps < n[None, :]
+    order = np.where(valid, n[None, :] - 1 - steps, steps) if reverse else None
+    return (None if valid.all() else valid[:, :, None]), order
+
+
+def _reorder(a, order):
+    """a (T, B, ...) with each row's steps taken in the given order (T, B)."""
+    return a[order, np.arange(a.shape[1])[None, :]]
 ''',
 )
 
@@ -217,16 +245,46 @@ def _diag(coef, like):
     """diag(coef) for every batch row: (B, H) -> (B, H, H)."""
     eye = torch.eye(like.shape[-1], dtype=like.dtype, device=like.device)
     return (coef + 0 * like)[:, :, None] * eye
+
+
+def _where(mask, a, b):
+    return torch.where(mask, a, b)
+
+
+def _lengths(lengths, T, B, like, reverse):
+    """For lengths (B,) and reverse: (mask (T, B, 1) of valid steps or None when every row runs
+    T steps, order (T, B) of time indices that puts each row's valid steps in reverse or None)."""
+    steps = torch.arange(T, device=like.device)[:, None]
+    if lengths is None:
+        return None, ((T - 1 - steps).expand(T, B) if reverse else None)
+    n = torch.as_tensor(lengths)
+    if tuple(n.shape) != (B,) or n.dtype.is_floating_point or n.dtype == torch.bool \
+            or n.is_complex():
+        raise ValueError(f"lengths: expected {B} integers (one per row of x (T, B, I), "
+                         f"time-major), got {n.dtype} of shape {tuple(n.shape)}")
+    low, high = (int(v) for v in n.aminmax()) if B else (1, T)  # lengths live on the CPU
+    if low < 1 or high > T:
+        raise ValueError(f"lengths: every length must be in 1..T = {T} (x is (T, B, I), "
+                         f"time-major); got min {low}, max {high}")
+    n = n.to(device=like.device, dtype=torch.long)
+    valid = steps < n[None, :]
+    order = torch.where(valid, n[None, :] - 1 - steps, steps) if reverse else None
+    return (None if low == T else valid[:, :, None]), order
+
+
+def _reorder(a, order):
+    """a (T, B, ...) with each row's steps taken in the given order (T, B)."""
+    return a[order, torch.arange(a.shape[1], device=a.device)[None, :]]
 ''',
     api='''
 class CellFunction(torch.autograd.Function):
     """The whole sequence as one autograd node; its backward is the derived backward above."""
 
     @staticmethod
-    def forward(ctx, x, given, box, *tensors):
+    def forward(ctx, x, given, box, lengths, reverse, check, *tensors):
         state0 = dict(zip(given, tensors[:len(given)]))
         params = dict(zip(PARAMS, tensors[len(given):]))
-        outputs, state_T, cache = _forward(x, state0, params)
+        outputs, state_T, cache = _forward(x, state0, params, lengths, reverse, check)
         # saved so that autograd notices in-place changes made before backward
         ctx.save_for_backward(x, *tensors)
         ctx.given, ctx.cache, box["cache"] = given, cache, cache
@@ -241,18 +299,21 @@ class CellFunction(torch.autograd.Function):
                 "double backward) is not supported by this module")
         _ = ctx.saved_tensors  # raises if an input was modified in place since forward
         d_x, d_state0, d_params = _backward(d_outputs, dict(zip(STATE, d_state_T)), ctx.cache)
-        return (d_x, None, None, *(d_state0[n] for n in ctx.given),
+        return (d_x, None, None, None, None, None, *(d_state0[n] for n in ctx.given),
                 *(d_params[n] for n in PARAMS))
 
 
-def forward(x, state0, params):
-    """x: (T, B, I). state0: {name: (B, H)}; a missing name starts at zeros.
-    params: {name: tensor}, names and shapes as in PARAMS. Differentiable: loss.backward()
-    runs the derived backward. Returns (outputs (T, B, H), state_T {name: (B, H)}, cache)."""
+def forward(x, state0, params, lengths=None, reverse=False, check=True):
+    """x: (T, B, I), time-major. state0: {name: (B, H)}; a missing name starts at zeros.
+    params: {name: tensor}, names and shapes as in PARAMS. lengths, reverse: as in _forward.
+    check=False skips the finite-value checks, which synchronise with the device (NaN and
+    infinity then propagate, as in torch.nn). Differentiable: loss.backward() runs the derived
+    backward. Returns (outputs (T, B, H), state_T {name: (B, H)}, cache)."""
     state0 = {n: v for n, v in (state0 or {}).items() if v is not None}
-    _check(x, state0, params)
+    _check(x, state0, params, finite=check)
     given, box = tuple(n for n in STATE if n in state0), {}
-    outputs, *final = CellFunction.apply(x, given, box, *(state0[n] for n in given),
+    outputs, *final = CellFunction.apply(x, given, box, lengths, reverse, check,
+                                         *(state0[n] for n in given),
                                          *(params[n] for n in PARAMS))
     return outputs, dict(zip(STATE, final)), box["cache"]
 

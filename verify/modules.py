@@ -83,9 +83,11 @@ class Runner:
         self.STATE, self.PARAMS, self.BLOCKS = module.STATE, module.PARAMS, module.BLOCKS
         self.OUTPUT = getattr(module, "OUTPUT", module.STATE[0])
 
-    def forward(self, x, state0, params):
+    def forward(self, x, state0, params, **options):
+        """options: lengths (a NumPy array, converted like the others) and reverse."""
+        options = {k: _to(v, self.target) for k, v in options.items()}
         out, s_T, cache = self.module.forward(_to(x, self.target), _to(state0, self.target),
-                                              _to(params, self.target))
+                                              _to(params, self.target), **options)
         return _np(out), _np(s_T), cache
 
     def backward(self, d_out, d_T, cache):
