@@ -56,7 +56,8 @@ def _per_row_reference(cell, mod, params, x, state0, d_out, d_T, lengths, revers
         loss = loss + sum((s_T[n][0] * torch.tensor(d_T[n][b])).sum() for n in mod.STATE)
     leaves = [tx, *ts0.values(), *tp.values()]
     grads = torch.autograd.grad(loss, leaves, allow_unused=True)
-    grads = [np.zeros(v.shape) if g is None else g.numpy() for g, v in zip(grads, leaves, strict=True)]
+    grads = [np.zeros(v.shape) if g is None else g.numpy()
+             for g, v in zip(grads, leaves, strict=True)]
     return (outputs.detach().numpy(), {n: torch.stack(v).detach().numpy()
                                        for n, v in finals.items()},
             grads[0], dict(zip(ts0, grads[1:1 + len(ts0)], strict=True)),
