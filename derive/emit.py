@@ -19,6 +19,7 @@ from derive.plan import make_plan
 from derive.printers import CellCodePrinter, TorchCodePrinter
 from derive.spec import prev
 from derive.targets import TARGETS, Target
+from derive.torch_layer import add_layer
 
 
 def _docstring_safe(text: str) -> str:
@@ -52,7 +53,10 @@ class Emitter(StepSections):
                  self.t.api.strip("\n"), self.step_api(), self.jacobian()]
         parts = [self.header(), self.constants(), self.functions(), self.t.helpers.strip("\n"),
                  self.check(), self.prepare(), *steps]
-        return "\n\n\n".join(p.rstrip() for p in parts if p) + "\n"
+        text = "\n\n\n".join(p.rstrip() for p in parts if p) + "\n"
+        if self.t.name == "torch":  # the nn.Module over forward(), documented in the header
+            text = add_layer(self.d, self.plan, text)
+        return text
 
     def header(self) -> str:
         c = self.cell
@@ -285,7 +289,7 @@ class Emitter(StepSections):
                  "        if value is not None:",
                  '            _check_array(f"d_state_T[{name!r}]", value, (B, H), x)',
                  "    if d_outputs is not None:",
-                 '        _check_array("d_outputs", d_outputs, (T, B, H), x)',
+                 '        _check_array("d_outputs", d_outputs, (T, B, H), x, "T, B, H: time-major")',
                  "    d_state = _initial(d_state_T, x, B, H)",
                  '    mask, order = cache["mask"], cache["order"]',
                  "    if d_outputs is not None and order is not None:",
