@@ -155,3 +155,61 @@ def test_a_file_that_is_not_an_emitted_module_exits_2(tmp_path):
     wrong = _module(tmp_path, "numpy", name="gru_for_lstm.py")
     code, _, err = _verify("--module", str(wrong), "--cell", "gru")
     assert code == 2 and "does not run as a module of gru" in err
+
+
+# Variable-length faults: the emitted module with its forward wrapped, as a user's edited file.
+LENGTH_FAULTS = {
+    "lengths ignored": (
+        "def forward(x, state0, params, lengths=None, reverse=False, **kw):\n"
+        "    return _unwrapped_forward(x, state0, params, reverse=reverse, **kw)\n",
+        {"variable lengths", "variable lengths, reverse"}, "outputs at padded steps"),
+    "reverse ignored": (
+        "def forward(x, state0, params, lengths=None, reverse=False, **kw):\n"
+        "    return _unwrapped_forward(x, state0, params, lengths=lengths, **kw)\n",
+        {"variable lengths, reverse"}, "outputs"),
+    "backward of the unpadded run": (  # right forward values, a cache from all T steps
+        "def forward(x, state0, params, lengths=None, reverse=False, **kw):\n"
+        "    out, s_T, _ = _unwrapped_forward(x, state0, params, lengths=lengths,\n"
+        "                                     reverse=reverse, **kw)\n"
+        "    return out, s_T, _unwrapped_forward(x, state0, params, reverse=reverse, **kw)[2]\n",
+        {"variable lengths", "variable lengths, reverse"}, "d_params[weight_hh]"),
+}
+
+
+@pytest.mark.parametrize("target", ["numpy", "torch"])
+@pytest.mark.parametrize("fault", list(LENGTH_FAULTS))
+def test_planted_lengths_fault_is_caught_and_named(tmp_path, fault, target):
+    wrapper, checks, array = LENGTH_FAULTS[fault]
+    path = _module(tmp_path, target)
+    path.write_text(path.read_text() + "\n\n_unwrapped_forward = forward\n\n\n" + wrapper)
+    code, rows, failed = _failures(path)
+    assert code == 1
+    assert {r["check"] for r in failed} == checks  # every other check still passes
+    for check in checks:
+        assert [r for r in failed if r["check"] == check and r["array"] == array], \
+            f"{fault}: no failure of {array} in {check}; got " + \
+            ", ".join(f"{r['check']}/{r['array']}" for r in failed)
+    if fault == "backward of the unpadded run":  # the forward values are right
+        assert not [r for r in failed if not r["array"].startswith("d_")]
+
+
+def test_untouched_module_runs_variable_lengths_both_ways(tmp_path):
+    code, rows, failed = _failures(_module(tmp_path, "torch"), dtype="float32")
+    assert code == 0 and not failed
+    lengths = [r for r in rows if r["check"].startswith("variable lengths")]
+    assert {r["check"] for r in lengths} == {"variable lengths", "variable lengths, reverse"}
+    arrays = {r["array"] for r in lengths}
+    assert {"outputs", "outputs at padded steps", "state_T[h]", "state_T[c]", "d_x",
+            "d_state0[h]", "d_state0[c]", "d_params[weight_ih]", "d_params[weight_hh]",
+            "d_params[bias_ih]", "d_params[bias_hh]"} == arrays
+    assert all(r["tolerance"] == 1e-4 for r in lengths)
+
+
+def test_a_module_without_lengths_is_checked_without_them(tmp_path):
+    path = _module(tmp_path, "numpy")
+    path.write_text(path.read_text() + "\n\n_unwrapped_forward = forward\n\n\n"
+                    "def forward(x, state0, params):\n"
+                    "    return _unwrapped_forward(x, state0, params)\n")
+    code, rows, failed = _failures(path)
+    assert code == 0 and not failed
+    assert not [r for r in rows if r["check"].startswith("variable lengths")]

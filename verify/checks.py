@@ -6,11 +6,14 @@ Per cell x backend x dtype, on several shapes (T=1, B=1, odd sizes) and a satura
   the adjoint entering through the outputs only and through the final state only,
   central finite differences (float64): every element on a small case, random directions on a
   longer one, the derived per-step Jacobian against torch.autograd.functional.jacobian, and
-  NumPy against Torch. References always run in float64 (on the inputs the module saw).
+  NumPy against Torch, and a padded batch with unequal, unsorted lengths, forward and
+  reversed, against each row run alone over its own steps. References always run in float64
+  (on the inputs the module saw).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
@@ -23,6 +26,7 @@ from verify.inputs import Problem, compare, make_problem
 from verify.modules import Runner
 
 SHAPES = [(1, 1, 3, 4), (4, 3, 5, 7), (9, 2, 3, 5)]
+LENGTHS = (5, 2, 4, 1)  # a padded batch of T=5: unequal, unsorted, one full row, one of 1 step
 TOLERANCE = {  # relative error ||a - b|| / ||b|| per array
     "float64": {"default": 1e-10, "saturated": 1e-8, "finite-differences": 1e-6,
                 "numpy-vs-torch": 1e-12},
@@ -85,6 +89,35 @@ def _grad(leaf: torch.Tensor) -> np.ndarray:
 def _torch_tree(tree):
     return {k: torch.tensor(np.asarray(v, dtype=np.float64), requires_grad=True)
             for k, v in tree.items()}
+
+
+def reference_lengths(cell: Cell, problem: Problem, lengths, reverse: bool
+                      ) -> dict[str, np.ndarray]:
+    """The packed-sequence reference, float64: each row b alone, truncated to its first
+    lengths[b] steps (run last to first when reverse), through autograd over reference.run;
+    outputs are zero at padded steps, state_T is each row's state after its own last step, and
+    the gradients are those of <d_out, outputs> + <d_T, state_T>."""
+    x = torch.tensor(np.asarray(problem.x, np.float64), requires_grad=True)
+    s0, p = _torch_tree(problem.state0), _torch_tree(problem.params)
+    d_out = torch.tensor(np.float64(problem.d_outputs))
+    rows, finals, loss = [], {n: [] for n in s0}, 0 * x.sum()
+    for b, n_b in enumerate(lengths):
+        xb = x[:n_b, b:b + 1]
+        out, s_T = reference.run(cell, xb.flip(0) if reverse else xb,
+                                 {n: v[b:b + 1] for n, v in s0.items()}, p)
+        out = out.flip(0) if reverse else out
+        pad = out.new_zeros((x.shape[0] - n_b, *out.shape[1:]))
+        rows.append(torch.cat([out, pad]))
+        loss = loss + (out * d_out[:n_b, b:b + 1]).sum()
+        for n, v in s_T.items():
+            finals[n].append(v)
+            loss = loss + (v * torch.tensor(np.float64(problem.d_state_T[n][b:b + 1]))).sum()
+    out = torch.cat(rows, dim=1)
+    s_T = {n: torch.cat(v) for n, v in finals.items()}
+    if loss.requires_grad:
+        loss.backward()
+    grads = (_grad(x), {n: _grad(v) for n, v in s0.items()}, {n: _grad(v) for n, v in p.items()})
+    return _arrays(out.detach().numpy(), {n: v.detach().numpy() for n, v in s_T.items()}, grads)
 
 
 def reference_run(cell: Cell, problem: Problem, use_nn: bool, with_outputs=True,
@@ -184,6 +217,35 @@ class Checker:
             yield from self.jacobian()
         if self.other is not None:
             yield from self.numpy_vs_torch(problems)
+        if _takes_lengths(self.runner.module):
+            yield from self.variable_lengths(reverse=False)
+            yield from self.variable_lengths(reverse=True)
+
+    def variable_lengths(self, reverse: bool) -> Iterator[Result]:
+        """A padded batch with unequal, unsorted lengths (and reversed) against each row alone:
+        outputs (and, on their own, the padded steps' outputs, which must be zero), final
+        states, d_x, d_state0 and every d_param."""
+        T, B = max(LENGTHS), len(LENGTHS)
+        problem = make_problem(self.runner, T, B, 3, 5, seed=21,
+                               label=f"T={T} B={B} I=3 H=5 lengths={list(LENGTHS)}")
+        problem = problem.astype(self.np_dtype)
+        lengths = np.array(LENGTHS)
+        out, s_T, cache = self.runner.forward(problem.x, problem.state0, problem.params,
+                                              lengths=lengths, reverse=reverse)
+        ours = _arrays(out, s_T, self.runner.backward(problem.d_outputs, problem.d_state_T,
+                                                      cache))
+        key = (problem.label, str(problem.x.dtype), "lengths", reverse)
+        if key not in self.cache:
+            self.cache[key] = reference_lengths(self.cell, problem, LENGTHS, reverse)
+        ref = self.cache[key]
+        padded = np.arange(T)[:, None] >= lengths[None, :]  # (T, B): steps past a row's end
+        found = {"outputs": [(problem.label, compare(out, ref["outputs"]))],
+                 "outputs at padded steps": [(problem.label, compare(
+                     np.asarray(out)[padded], np.zeros_like(ref["outputs"][padded])))]}
+        found.update({array: [(problem.label, compare(value, ref[array]))]
+                      for array, value in ours.items() if array != "outputs"})
+        name = "variable lengths, reverse" if reverse else "variable lengths"
+        yield from self.results(name, found, self.tol("default"))
 
     def loss(self, problem: Problem) -> float:
         out, s_T, _ = self.runner.forward(problem.x, problem.state0, problem.params)
@@ -257,6 +319,16 @@ class Checker:
             for array in a:
                 found.setdefault(array, []).append((problem.label, compare(a[array], b[array])))
         yield from self.results("numpy vs torch", found, self.tol("numpy-vs-torch"))
+
+
+def _takes_lengths(module) -> bool:
+    """Whether a module's forward takes lengths and reverse (modules emitted before they were
+    added do not, and are checked without them)."""
+    try:
+        names = inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "lengths" in names and "reverse" in names
 
 
 def _leaves(problem: Problem):
