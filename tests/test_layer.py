@@ -263,6 +263,27 @@ def test_nonfinite_input_gives_nonfinite_grads(emitted, cell):
         assert not all(torch.isfinite(p.grad).all() for p in module.parameters())
 
 
+def test_grad_scaler_skips_a_step_with_an_infinity(emitted):
+    """torch.amp.GradScaler finds the non-finite gradients, skips the optimizer step and lowers
+    its scale; the next, finite step goes through."""
+    layer = emitted("lstm", "torch").LSTM(3, 4, num_layers=2)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    before = {n: p.detach().clone() for n, p in layer.named_parameters()}
+    x = torch.randn(5, 2, 3)
+    x[1, 0, 2] = float("inf")
+    for batch, skipped in ((x, True), (torch.randn(5, 2, 3), False)):
+        optimizer.zero_grad()
+        out, _ = layer(batch)
+        scaler.scale(out.square().mean()).backward()
+        scale = scaler.get_scale()
+        scaler.step(optimizer)
+        scaler.update()
+        same = all(torch.equal(p, before[n]) for n, p in layer.named_parameters())
+        assert same == skipped
+        assert (scaler.get_scale() < scale) == skipped
+
+
 @pytest.mark.parametrize("spec", ["no_matrix_product", "readout", "indrnn", "name_clash",
                                   "unused_param"])
 def test_user_specs_build_and_run(emitted, spec):
