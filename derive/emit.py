@@ -228,7 +228,7 @@ class Emitter(StepSections):
                  "    its first (outputs stay aligned with x).",
                  '    Returns (outputs (T, B, H), state_T {name: (B, H)}, cache)."""',
                  f"    T, B, I, H = _check(x, state0, params{', finite=check' if check else ''})",
-                 "    mask, order = _lengths(lengths, T, B, x, reverse)",
+                 "    mask, order, full = _lengths(lengths, T, B, x, reverse)",
                  "    if order is not None:  # each row's valid steps in reverse order",
                  "        x = _reorder(x, order)",
                  "    p, step = _prepare(params)",
@@ -255,7 +255,7 @@ class Emitter(StepSections):
                   f"_steps(x){''.join(f', _steps({g.name})' for g in hoisted)}",
                   "    for t in range(T):",
                   f"        new, saved = _forward_step(xs[t]{args}, step)",
-                  "        if mask is not None:  # rows past their length keep their state",
+                  "        if t >= full:  # rows past their length keep their state",
                   "            new = [_where(mask[t], value, seq[t]) for value, seq in zip(new, S)]",
                   "        for seq, value in zip(S, new):",
                   "            seq.append(value)",
@@ -268,7 +268,7 @@ class Emitter(StepSections):
                   "        outputs = _reorder(outputs, order)",
                   '    cache = {"x": x, "params": p, "step": step, "states": states, '
                   '"values": values,',
-                  '             "mask": mask, "order": order}',
+                  '             "mask": mask, "order": order, "full": full}',
                   "    return outputs, {name: states[name][T] for name in STATE}, cache"]
         return "\n".join(lines)
 
@@ -291,7 +291,7 @@ class Emitter(StepSections):
                  "    if d_outputs is not None:",
                  '        _check_array("d_outputs", d_outputs, (T, B, H), x, "T, B, H: time-major")',
                  "    d_state = _initial(d_state_T, x, B, H)",
-                 '    mask, order = cache["mask"], cache["order"]',
+                 '    mask, order, full = cache["mask"], cache["order"], cache["full"]',
                  "    if d_outputs is not None and order is not None:",
                  "        d_outputs = _reorder(d_outputs, order)",
                  "    if d_outputs is not None and mask is not None:  # padded outputs are constants",
@@ -314,12 +314,12 @@ class Emitter(StepSections):
             lines += ["        if d_outputs is not None:",
                       f"            d_state = (*d_state[:{o}], d_state[{o}] + d_ys[t], "
                       f"*d_state[{o + 1}:])"]
-        lines += ["        if mask is not None:  # rows past their length pass the adjoint through",
+        lines += ["        if t >= full:  # rows past their length pass the adjoint through",
                   "            held = d_state",
                   "            d_state = [_where(mask[t], value, 0) for value in d_state]",
                   "        d_state, stacked, own, d_x_t = _backward_step("
                   f"*d_state{out_arg}, {saved}{prevs}xs[t], step)",
-                  "        if mask is not None:",
+                  "        if t >= full:",
                   "            d_state = [_where(mask[t], value, h) for value, h in zip(d_state, held)]",
                   "        for seq, value in zip(D, (*stacked, *own)):",
                   "            seq[t] = value"]

@@ -131,10 +131,11 @@ def _where(mask, a, b):
 
 def _lengths(lengths, T, B, like, reverse):
     """For lengths (B,) and reverse: (mask (T, B, 1) of valid steps or None when every row runs
-    T steps, order (T, B) of time indices that puts each row's valid steps in reverse or None)."""
+    T steps, order (T, B) of time indices that puts each row's valid steps in reverse or None,
+    full: the number of first steps that every row runs, which need no mask)."""
     steps = np.arange(T)[:, None]
     if lengths is None:
-        return None, (np.broadcast_to(T - 1 - steps, (T, B)) if reverse else None)
+        return None, (np.broadcast_to(T - 1 - steps, (T, B)) if reverse else None), T
     n = np.asarray(lengths)
     if n.shape != (B,) or not (np.issubdtype(n.dtype, np.integer) or n.size == 0):
         raise ValueError(f"lengths: expected {B} integers (one per row of x (T, B, I), "
@@ -145,7 +146,8 @@ def _lengths(lengths, T, B, like, reverse):
                          f"time-major); got min {n.min()}, max {n.max()}")
     valid = steps < n[None, :]
     order = np.where(valid, n[None, :] - 1 - steps, steps) if reverse else None
-    return (None if valid.all() else valid[:, :, None]), order
+    full = int(n.min()) if B else T
+    return (None if full == T else valid[:, :, None]), order, full
 
 
 def _reorder(a, order):
@@ -253,10 +255,11 @@ def _where(mask, a, b):
 
 def _lengths(lengths, T, B, like, reverse):
     """For lengths (B,) and reverse: (mask (T, B, 1) of valid steps or None when every row runs
-    T steps, order (T, B) of time indices that puts each row's valid steps in reverse or None)."""
+    T steps, order (T, B) of time indices that puts each row's valid steps in reverse or None,
+    full: the number of first steps that every row runs, which need no mask)."""
     steps = torch.arange(T, device=like.device)[:, None]
     if lengths is None:
-        return None, ((T - 1 - steps).expand(T, B) if reverse else None)
+        return None, ((T - 1 - steps).expand(T, B) if reverse else None), T
     n = torch.as_tensor(lengths)
     if tuple(n.shape) != (B,) or n.dtype.is_floating_point or n.dtype == torch.bool \
             or n.is_complex():
@@ -269,7 +272,7 @@ def _lengths(lengths, T, B, like, reverse):
     n = n.to(device=like.device, dtype=torch.long)
     valid = steps < n[None, :]
     order = torch.where(valid, n[None, :] - 1 - steps, steps) if reverse else None
-    return (None if low == T else valid[:, :, None]), order
+    return (None if low == T else valid[:, :, None]), order, low
 
 
 def _reorder(a, order):
