@@ -112,21 +112,14 @@ def check_budget(module, deriv: Derivation, setup: Setup) -> None:
 
 
 def _roles(deriv: Derivation) -> tuple[set[str], set[str], dict[str, list[str]]]:
-    """Recurrent matrices, biases (vectors only ever added to a product), and the biases of
-    each gate's pre-activation."""
-    cell = deriv.cell
-    recurrent = {m for m, kind in cell.matrices.items() if kind == "hidden"}
-    plan = make_plan(deriv)
-    biases = {b for bs in plan.folded.values() for b in bs}
-    gate_biases: dict[str, list[str]] = {}
-    for node in deriv.nodes:
-        if node.kind == "func" and node.name in {t for t, _, _ in cell.equations}:
-            arg = node.expr.args[0].name
-            pre = next((n for n in deriv.nodes if n.name == arg), None)
-            if pre is not None:
-                gate_biases[node.name] = [s.name for s in pre.expr.free_symbols
-                                          if s.name in biases]
-    return recurrent, biases, gate_biases
+    """Recurrent matrices, biases (vectors only ever added to a product) and the biases of each
+    gate's pre-activation: the emitted module's ROLES and GATE_BIASES."""
+    from derive.torch_layer import roles
+
+    recurrent = {m for m, kind in deriv.cell.matrices.items() if kind == "hidden"}
+    role, gates = roles(deriv, make_plan(deriv))
+    biases = {q for q, (kind, _) in role.items() if kind == "bias"}
+    return recurrent, biases, {gate: list(bs) for gate, bs in gates.items()}
 
 
 def make_params(module, deriv: Derivation, setup: Setup, I: int, H: int,
