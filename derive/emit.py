@@ -314,12 +314,10 @@ class Emitter(StepSections):
             lines += ["        if d_outputs is not None:",
                       f"            d_state = (*d_state[:{o}], d_state[{o}] + d_ys[t], "
                       f"*d_state[{o + 1}:])"]
-        lines += ["        if t >= full:  # rows past their length pass the adjoint through",
-                  "            held = d_state",
-                  "            d_state = [_where(mask[t], value, 0) for value in d_state]",
+        lines += ["        held = d_state",
                   "        d_state, stacked, own, d_x_t = _backward_step("
                   f"*d_state{out_arg}, {saved}{prevs}xs[t], step)",
-                  "        if t >= full:",
+                  "        if t >= full:  # rows past their length pass the adjoint through",
                   "            d_state = [_where(mask[t], value, h) for value, h in zip(d_state, held)]",
                   "        for seq, value in zip(D, (*stacked, *own)):",
                   "            seq[t] = value"]
@@ -328,6 +326,10 @@ class Emitter(StepSections):
         if stacks:
             lines.append(f"    {', '.join(stacks)}{',' if len(stacks) == 1 else ''} = "
                          "(_stack(seq) for seq in D)")
+        masked = [*stacks, *(["d_x"] if d.input_elementwise else [])]
+        if masked:  # what the steps past a row's length computed for it is not a gradient
+            lines.append("    if mask is not None:")
+            lines += [f"        {n} = _where(mask, {n}, 0)" for n in masked]
         lines += ["    # parameter gradients: one product per operand, after the loop", "    g = {}"]
         operand_stack = {c.input: "x", **{prev(s): f"_stack(states[{s!r}][:-1])"
                                           for s in c.state}}
