@@ -262,8 +262,8 @@ class Emitter(StepSections):
                   "        for seq, value in zip(V, saved):",
                   "            seq.append(value)",
                   f"    outputs = _stack({outputs})",
-                  "    if mask is not None:",
-                  "        outputs = _where(mask, outputs, 0)",
+                  "    if mask is not None:  # zero where a row has ended: from step full on",
+                  "        outputs[full:] = _where(mask[full:], outputs[full:], 0)",
                   "    if order is not None:",
                   "        outputs = _reorder(outputs, order)",
                   '    cache = {"x": x, "params": p, "step": step, "states": states, '
@@ -293,9 +293,7 @@ class Emitter(StepSections):
                  "    d_state = _initial(d_state_T, x, B, H)",
                  '    mask, order, full = cache["mask"], cache["order"], cache["full"]',
                  "    if d_outputs is not None and order is not None:",
-                 "        d_outputs = _reorder(d_outputs, order)",
-                 "    if d_outputs is not None and mask is not None:  # padded outputs are constants",
-                 "        d_outputs = _where(mask, d_outputs, 0)"]
+                 "        d_outputs = _reorder(d_outputs, order)"]
         widths = {g.name: len(g.members) for g in d.groups}
         if d.input_elementwise:
             lines.append("    d_x = _empty((T, B, I), x)")
@@ -309,6 +307,8 @@ class Emitter(StepSections):
                   f"    D = [[None] * T for _ in range({len(stacks)})]  # per-step adjoints to stack",
                   "    xs = _steps(x)",
                   "    d_ys = _steps(d_outputs) if d_outputs is not None else None",
+                  "    if d_ys is not None and mask is not None:  # padded outputs are constants",
+                  "        d_ys = [*d_ys[:full], *(_where(mask[t], d_ys[t], 0) for t in range(full, T))]",
                   "    for t in range(T - 1, -1, -1):"]
         if o is not None:
             lines += ["        if d_outputs is not None:",
@@ -329,7 +329,7 @@ class Emitter(StepSections):
         masked = [*stacks, *(["d_x"] if d.input_elementwise else [])]
         if masked:  # what the steps past a row's length computed for it is not a gradient
             lines.append("    if mask is not None:")
-            lines += [f"        {n} = _where(mask, {n}, 0)" for n in masked]
+            lines += [f"        {n}[full:] = _where(mask[full:], {n}[full:], 0)" for n in masked]
         lines += ["    # parameter gradients: one product per operand, after the loop", "    g = {}"]
         operand_stack = {c.input: "x", **{prev(s): f"_stack(states[{s!r}][:-1])"
                                           for s in c.state}}
