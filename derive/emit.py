@@ -307,17 +307,15 @@ class Emitter(StepSections):
                   f"    D = [[None] * T for _ in range({len(stacks)})]  # per-step adjoints to stack",
                   "    xs = _steps(x)",
                   "    d_ys = _steps(d_outputs) if d_outputs is not None else None",
-                  "    if d_ys is not None and mask is not None:  # padded outputs are constants",
-                  "        d_ys = [*d_ys[:full], *(_where(mask[t], d_ys[t], 0) for t in range(full, T))]",
-                  "    for t in range(T - 1, -1, -1):"]
+                  "    for t in range(T - 1, -1, -1):",
+                  "        held = d_state  # what rows past their length pass through unchanged"]
         if o is not None:
             lines += ["        if d_outputs is not None:",
                       f"            d_state = (*d_state[:{o}], d_state[{o}] + d_ys[t], "
                       f"*d_state[{o + 1}:])"]
-        lines += ["        held = d_state",
-                  "        d_state, stacked, own, d_x_t = _backward_step("
+        lines += ["        d_state, stacked, own, d_x_t = _backward_step("
                   f"*d_state{out_arg}, {saved}{prevs}xs[t], step)",
-                  "        if t >= full:  # rows past their length pass the adjoint through",
+                  "        if t >= full:  # what the step computed for ended rows is dropped",
                   "            d_state = [_where(mask[t], value, h) for value, h in zip(d_state, held)]",
                   "        for seq, value in zip(D, (*stacked, *own)):",
                   "            seq[t] = value"]
