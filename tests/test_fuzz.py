@@ -4,7 +4,9 @@ Random specs (tests/specgen.py) are written as TOML files and go through the par
 derivation and both emitters. Each is either refused with a SpecError (a one-line message naming
 the file, and exit status 2 from ``derive-cells SPEC --emit numpy``) or both emitted modules,
 written to files and imported, agree with autograd over verify/reference.py on random float64
-inputs: outputs, final states, d_x, d_state0 and d_params, to a relative error of 1e-9.
+inputs: outputs, final states, d_x, d_state0 and d_params, to a relative error of 1e-9. A
+quarter of the draws each run with variable lengths, with lengths and reverse, and with reverse
+alone, against each row run on its own.
 
 The number of examples comes from the Hypothesis profile (tests/conftest.py): a bounded,
 deterministic run by default, ``HYPOTHESIS_PROFILE=fuzz`` (``make fuzz``) for a long random one.
@@ -94,9 +96,13 @@ def rel_error(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _inputs(params_spec: dict, states: tuple[str, ...], seed: int) -> dict:
-    """x (T, B, I), state0, params (normal, scaled 0.5) and the adjoints d_outputs, d_state_T."""
+    """x (T, B, I), state0, params (normal, scaled 0.5), the adjoints d_outputs, d_state_T, and
+    the layout by seed % 4: every row all T steps, lengths, lengths and reverse, reverse."""
     rng = np.random.default_rng(seed)
+    variant = seed % 4
     return {
+        "lengths": rng.integers(1, T + 1, B) if variant in (1, 2) else None,
+        "reverse": variant in (2, 3),
         "x": rng.standard_normal((T, B, I)),
         "state0": {s: rng.standard_normal((B, H)) * 0.5 for s in states},
         "params": {n: rng.standard_normal(dims(shape, I, H)) * 0.5
@@ -115,12 +121,21 @@ def _reference(cell, problem: dict) -> dict[str, np.ndarray] | None:
     ts0 = {s: torch.tensor(v, requires_grad=True) for s, v in problem["state0"].items()}
     tp = {n: torch.tensor(v, requires_grad=True) for n, v in problem["params"].items()}
     blocks = reference.unpack(cell, tp)
-    state, outputs = dict(ts0), []
-    for t in range(T):
-        values = reference.step(cell, tx[t], state, blocks)
-        state = {s: torch.broadcast_to(values[s], (B, H)) for s in cell.state}
-        outputs.append(torch.broadcast_to(values[cell.output], (B, H)))
-    out = torch.stack(outputs)
+    lengths = problem["lengths"] if problem["lengths"] is not None else [T] * B
+    zero = torch.zeros(H, dtype=torch.float64)
+    outputs = [[zero] * B for _ in range(T)]
+    finals: dict[str, list] = {s: [] for s in cell.state}
+    for b, length in enumerate(lengths):  # each row on its own, its valid steps only
+        state = {s: v[b:b + 1] for s, v in ts0.items()}
+        steps = range(length - 1, -1, -1) if problem["reverse"] else range(length)
+        for t in steps:
+            values = reference.step(cell, tx[t, b:b + 1], state, blocks)
+            state = {s: torch.broadcast_to(values[s], (1, H)) for s in cell.state}
+            outputs[t][b] = torch.broadcast_to(values[cell.output], (1, H))[0]
+        for s in cell.state:
+            finals[s].append(state[s][0])
+    out = torch.stack([torch.stack(row) for row in outputs])
+    state = {s: torch.stack(v) for s, v in finals.items()}
     loss = (out * torch.tensor(problem["d_outputs"])).sum()
     for s in cell.state:
         loss = loss + (state[s] * torch.tensor(problem["d_state_T"][s])).sum()
@@ -158,7 +173,10 @@ def _run_module(target: str, module, problem: dict) -> dict[str, object]:
     state0 = {s: conv(v) for s, v in problem["state0"].items()}
     params = {n: conv(v) for n, v in problem["params"].items()}
     with np.errstate(all="ignore"):  # a dead value may overflow; the arrays checked may not
-        out, state_T, cache = module.forward(x, state0, params)
+        lengths = problem["lengths"]
+        out, state_T, cache = module.forward(
+            x, state0, params, lengths=None if lengths is None else conv(lengths),
+            reverse=problem["reverse"])
         d_x, d_state0, d_params = module.backward(
             conv(problem["d_outputs"]), {s: conv(v) for s, v in problem["d_state_T"].items()},
             cache)
