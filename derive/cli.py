@@ -139,7 +139,7 @@ def _report_stream_error(exc: OSError) -> None:
 
 # Commands of later stages, imported only when used (the emit path stays light).
 LAZY_COMMANDS = {"verify": "verify.cli:verify", "decay": "verify.decay_cli:decay",
-                 "report": "reports.cli:report"}
+                 "report": "reports.cli:report", "train": "verify.train_cli:train"}
 
 
 class CellGroup(click.Group):

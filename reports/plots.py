@@ -1,4 +1,5 @@
-"""Plots (matplotlib, no display): gradient-norm decay against distance.
+"""Plots (matplotlib, no display): gradient-norm decay against distance; learning curves and
+the test metric against a task parameter (distance, sequence length).
 
 Output is deterministic (fixed SVG ids, no dates), and every line carries an id
 (``measured-<cell>-<state>``, ``predicted-<cell>-<state>``) so that tests and reports can find it.
@@ -92,3 +93,69 @@ def render(fig, fmt: str) -> bytes:
     fig.savefig(buf, format=fmt, metadata=metadata, dpi=120)
     _pyplot().close(fig)
     return buf.getvalue()
+
+
+def learning_figure(runs: list[dict], title: str | None = None):
+    """Learning curves: the loss (train solid, test dashed) and the test metric against the
+    epoch, one colour per run; chance (or the constant baseline) dotted."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, run in enumerate(runs):
+        color = colors[k % len(colors)]
+        epochs = [e["epoch"] for e in run["epochs"]]
+        name = run["cell"]
+        left.plot(epochs, [e["train_loss"] for e in run["epochs"]], color=color, lw=1.6,
+                  label=f"{name} train", gid=_slug("train-loss", name))
+        left.plot(epochs, [e["test_loss"] for e in run["epochs"]], color=color, lw=1.2,
+                  ls="--", label=f"{name} test", gid=_slug("test-loss", name))
+        right.plot(epochs, [e["test_metric"] for e in run["epochs"]], color=color, lw=1.6,
+                   marker="o", ms=3, label=name, gid=_slug("test-metric", name))
+    metric = runs[0]["metric"] if runs else "accuracy"
+    if runs:
+        right.axhline(runs[0]["chance"], color="0.4", lw=0.9, ls=":",
+                      label="chance" if metric == "accuracy" else "predict 1 (baseline)")
+        if metric == "mse":
+            left.set_yscale("log")
+            right.set_yscale("log")
+    left.set_xlabel("epoch")
+    left.set_ylabel("loss (BCE)" if metric == "accuracy" else "loss (MSE)")
+    right.set_xlabel("epoch")
+    right.set_ylabel("test accuracy" if metric == "accuracy" else "test MSE")
+    left.legend(fontsize=7, framealpha=0.85)
+    right.legend(fontsize=7, framealpha=0.85)
+    fig.suptitle(title or "Learning curves")
+    fig.tight_layout()
+    return fig
+
+
+def sweep_figure(runs: list[dict], key: str, title: str | None = None):
+    """The final test metric against the task parameter `key` (distance, steps): one line
+    per cell; chance (or the constant baseline) dotted."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = list(dict.fromkeys(r["cell"] for r in runs))
+    for k, name in enumerate(names):
+        mine = sorted((r for r in runs if r["cell"] == name), key=lambda r: r["info"][key])
+        ax.plot([r["info"][key] for r in mine], [r["epochs"][-1]["test_metric"] for r in mine],
+                color=colors[k % len(colors)], lw=1.6, marker="o", ms=4, label=name,
+                gid=_slug("sweep", name))
+    metric = runs[0]["metric"] if runs else "accuracy"
+    if runs:
+        ax.axhline(runs[0]["chance"], color="0.4", lw=0.9, ls=":",
+                   label="chance" if metric == "accuracy" else "predict 1 (baseline)")
+    if len({r["info"][key] for r in runs}) > 2 and min(r["info"][key] for r in runs) > 0:
+        ax.set_xscale("log")
+        ticks = sorted({r["info"][key] for r in runs})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+    ax.set_xlabel({"distance": "distance d from the decisive word to the end",
+                   "steps": "sequence length T"}.get(key, key))
+    ax.set_ylabel("final test accuracy" if metric == "accuracy" else "final test MSE")
+    if metric == "accuracy":
+        ax.set_ylim(0.4, 1.02)
+    ax.set_title(title or f"Test {metric} against {key}")
+    ax.legend(fontsize=8, framealpha=0.85)
+    fig.tight_layout()
+    return fig

@@ -166,14 +166,17 @@ def _finite(values) -> list[float | None]:
     return [float(v) if np.isfinite(v) else None for v in values]
 
 
-def measure(module, deriv: Derivation, setup: Setup, progress=None) -> Measurement:
-    """Run the cell forward, propagate the read-out's adjoint back, and fit and predict rates."""
+def measure(module, deriv: Derivation, setup: Setup, progress=None,
+            params: dict[str, np.ndarray] | None = None) -> Measurement:
+    """Run the cell forward, propagate the read-out's adjoint back, and fit and predict rates.
+    params: the cell's parameters (as PARAMS) instead of those the setup draws."""
     cell = deriv.cell
     T, B, H = setup.steps, setup.batch, setup.hidden
     I = setup.input_size or H
     dtype = np.float64 if setup.dtype == "float64" else np.float32
     rng = np.random.default_rng(setup.seed)
-    params = make_params(module, deriv, setup, I, H, rng)
+    drawn = make_params(module, deriv, setup, I, H, rng)
+    params = drawn if params is None else {n: np.asarray(v, dtype) for n, v in params.items()}
     x = (rng.standard_normal((T, B, I)) * setup.input_scale).astype(dtype)
     w = rng.uniform(-1 / math.sqrt(H), 1 / math.sqrt(H), H)
     label = rng.integers(0, 2, B)

@@ -1,0 +1,279 @@
+"""Deterministic learning tasks for training recurrent cells (synthetic, generated locally).
+
+sentiment: short synthetic reviews over a fixed vocabulary, with negations that flip polarity.
+distance:  one decisive sentiment word exactly d positions before the end, neutral words elsewhere.
+adding:    the adding problem of Hochreiter & Schmidhuber (1997), float features (N, T, 2).
+reviews:   real movie-review snippets (see verify.reviews; fetched once, then cached).
+
+Every generator draws from `np.random.default_rng` seeded by (task, seed, split, ...), so the
+same arguments give identical arrays and different tasks or seeds give independent streams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+NEUTRAL = (
+    "the", "a", "an", "this", "that", "it", "its", "movie", "film", "plot", "story", "actors",
+    "actor", "scene", "scenes", "was", "is", "and", "of", "to", "in", "with", "director",
+    "ending", "characters", "script", "music", "cast", "camera", "dialogue", "i", "we",
+    "thought", "felt", "saw", "at", "cinema", "last", "night", "about",
+)
+POSITIVE = (
+    "good", "great", "excellent", "wonderful", "fun", "brilliant", "enjoyable", "superb",
+    "charming", "moving", "clever", "delightful",
+)
+NEGATIVE = (
+    "bad", "awful", "boring", "terrible", "dull", "weak", "poor", "tedious", "clumsy", "bland",
+    "messy", "horrible",
+)
+NEGATIONS = ("not", "never", "hardly")
+VOCAB: tuple[str, ...] = ("<pad>", "<unk>", *sorted(NEUTRAL + POSITIVE + NEGATIVE + NEGATIONS))
+WORD_ID = {w: i for i, w in enumerate(VOCAB)}
+NEGATION_P = 0.3
+REVIEW_LENGTH = (4, 20)
+TASKS = {
+    "sentiment": "synthetic reviews with negation (binary)",
+    "distance": "one decisive word exactly d steps before the end (binary; needs distance)",
+    "adding": "adding problem over T steps (regression; needs steps)",
+    "reviews": "Rotten Tomatoes snippets from the vaderSentiment sdist (binary; fetched once)",
+}
+_KEYS = {"sentiment": 1, "distance": 2, "adding": 3}
+_IDS = {name: np.array([WORD_ID[w] for w in words], dtype=np.int64)
+        for name, words in [("neutral", NEUTRAL), ("positive", POSITIVE),
+                            ("negative", NEGATIVE), ("negation", NEGATIONS)]}
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """N padded sequences with one target each.
+
+    inputs: int64 (N, T) token ids (0 = padding) or float64 (N, T, F) features.
+    lengths: int64 (N,), 1 <= lengths[n] <= T; positions >= lengths[n] are padding (zeros).
+    targets: float64 (N,), 0.0/1.0 labels (kind "binary") or real values (kind "regression").
+    vocab: token id -> word (vocab[0] == "<pad>", vocab[1] == "<unk>"), None for features.
+    """
+
+    name: str
+    inputs: np.ndarray
+    lengths: np.ndarray
+    targets: np.ndarray
+    kind: str
+    vocab: tuple[str, ...] | None = None
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = self.lengths.shape[0]
+        if self.kind not in ("binary", "regression"):
+            raise ValueError(f"dataset {self.name}: kind must be binary or regression")
+        shape = self.inputs.shape
+        if self.inputs.ndim not in (2, 3) or shape[0] != n or self.targets.shape != (n,):
+            raise ValueError(f"dataset {self.name}: inputs (N, T[, F]), lengths and targets (N,) "
+                             f"disagree: {shape}, {self.lengths.shape}, "
+                             f"{self.targets.shape}")
+        if n and (self.lengths.min() < 1 or self.lengths.max() > self.inputs.shape[1]):
+            raise ValueError(f"dataset {self.name}: lengths must lie in [1, T]")
+
+    def __len__(self) -> int:
+        return int(self.lengths.shape[0])
+
+    @property
+    def tokens(self) -> bool:
+        """True when inputs are token ids (N, T), False for features (N, T, F)."""
+        return self.inputs.ndim == 2 and np.issubdtype(self.inputs.dtype, np.integer)
+
+    def subset(self, index: np.ndarray) -> Dataset:
+        """The rows `index` (int array (M,) or bool mask (N,)), T trimmed to their longest."""
+        lengths = self.lengths[index]
+        T = int(lengths.max()) if lengths.size else 0
+        return Dataset(self.name, self.inputs[index][:, :T], lengths, self.targets[index],
+                       self.kind, self.vocab, dict(self.info))
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """A train and a test set; chance is the majority-class accuracy on the test set (binary)
+    or the MSE of the best constant prediction (regression)."""
+
+    name: str
+    train: Dataset
+    test: Dataset
+    description: str
+    chance: float
+
+
+def _rng(task: str, seed: int, split: int, *extra: int) -> np.random.Generator:
+    if int(seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    return np.random.default_rng([_KEYS[task], int(seed), split, *extra])
+
+
+def _check_sizes(n_train: int, n_test: int) -> None:
+    if n_train < 1 or n_test < 1:
+        raise ValueError(f"n_train and n_test must be >= 1, got {n_train} and {n_test}")
+
+
+def _pad(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Token rows -> (inputs int64 (N, T), lengths int64 (N,)), T the longest row."""
+    lengths = np.array([len(r) for r in rows], dtype=np.int64)
+    inputs = np.zeros((len(rows), int(lengths.max()) if rows else 0), dtype=np.int64)
+    for i, r in enumerate(rows):
+        inputs[i, : len(r)] = r
+    return inputs, lengths
+
+
+def _balanced(rng: np.random.Generator, n: int) -> np.ndarray:
+    """float64 (n,) labels, half 1.0 and half 0.0 (one more 0.0 for odd n), shuffled."""
+    return rng.permutation(np.arange(n) % 2).astype(np.float64)
+
+
+def majority_share(targets: np.ndarray) -> float:
+    """Accuracy of always guessing the majority class of 0/1 targets (N,)."""
+    p = float(np.mean(targets)) if targets.size else 0.5
+    return max(p, 1.0 - p)
+
+
+def _pick(rng: np.random.Generator, kind: str, size: int | None = None):
+    """Random ids of one word class: a scalar, or int64 (size,)."""
+    ids = _IDS[kind]
+    return ids[rng.integers(0, len(ids), size=size)]
+
+
+def _review(rng: np.random.Generator, label: float) -> np.ndarray:
+    """One synthetic review (int64 (L,) ids) whose negation-flipped polarity sum has sign label."""
+    while True:
+        L = int(rng.integers(REVIEW_LENGTH[0], REVIEW_LENGTH[1] + 1))
+        k = int(rng.integers(1, 4))
+        polarity = (2 * rng.integers(0, 2, size=k) - 1).tolist()
+        negated = (rng.random(k) < NEGATION_P).tolist()
+        score = sum(-p if n else p for p, n in zip(polarity, negated, strict=True))
+        used = k + sum(negated)
+        if score == 0 or (score > 0) != (label > 0) or used > L:
+            continue
+        units = []
+        for pol, neg in zip(polarity, negated, strict=True):
+            word = _pick(rng, "positive" if pol > 0 else "negative")
+            units.append([_pick(rng, "negation"), word] if neg else [word])
+        units += [[w] for w in _pick(rng, "neutral", L - used)]
+        return np.array([w for i in rng.permutation(len(units)) for w in units[i]], np.int64)
+
+
+def sentiment(seed: int = 0, n_train: int = 2000, n_test: int = 500) -> Task:
+    """Synthetic reviews of 4-20 words with 1-3 sentiment words, each negated ("not good")
+    with probability 0.3; label 1.0 when the flipped polarities sum above 0. Balanced classes."""
+    _check_sizes(n_train, n_test)
+    sets = []
+    for split, n in enumerate((n_train, n_test)):
+        rng = _rng("sentiment", seed, split)
+        labels = _balanced(rng, n)
+        inputs, lengths = _pad([_review(rng, y) for y in labels])
+        info = {"negation_p": NEGATION_P, "length": list(REVIEW_LENGTH)}
+        sets.append(Dataset("sentiment", inputs, lengths, labels, "binary", VOCAB, info))
+    desc = (f"sentiment: synthetic reviews of {REVIEW_LENGTH[0]}-{REVIEW_LENGTH[1]} words, 1-3 "
+            f"sentiment words negated with p={NEGATION_P}, {n_train} train / {n_test} test, "
+            f"vocabulary {len(VOCAB)}")
+    return Task("sentiment", sets[0], sets[1], desc, majority_share(sets[1].targets))
+
+
+def distance(d: int, seed: int = 0, n_train: int = 2000, n_test: int = 500,
+             prefix: tuple[int, int] = (0, 5)) -> Task:
+    """Neutral prefix of prefix[0]..prefix[1] words, one decisive sentiment word, then exactly d
+    neutral words: inputs[n, lengths[n] - 1 - d] decides the label (1.0 positive, 0.0 negative)."""
+    if d < 0:
+        raise ValueError(f"distance d must be >= 0, got {d}")
+    if not 0 <= prefix[0] <= prefix[1]:
+        raise ValueError(f"prefix must satisfy 0 <= prefix[0] <= prefix[1], got {prefix}")
+    _check_sizes(n_train, n_test)
+    sets = []
+    for split, n in enumerate((n_train, n_test)):
+        rng = _rng("distance", seed, split, d)
+        labels = _balanced(rng, n)
+        lengths = rng.integers(prefix[0], prefix[1] + 1, size=n).astype(np.int64) + 1 + d
+        T = int(lengths.max())
+        neutral = rng.choice(_IDS["neutral"], size=(n, T))
+        inputs = np.where(np.arange(T) < lengths[:, None], neutral, 0).astype(np.int64)
+        decisive = np.where(labels > 0, rng.choice(_IDS["positive"], size=n),
+                            rng.choice(_IDS["negative"], size=n))
+        inputs[np.arange(n), lengths - 1 - d] = decisive
+        sets.append(Dataset("distance", inputs, lengths, labels, "binary", VOCAB,
+                            {"distance": int(d), "prefix": list(prefix)}))
+    desc = (f"distance: decisive word exactly {d} steps before the end after a neutral prefix of "
+            f"{prefix[0]}-{prefix[1]} words, {n_train} train / {n_test} test")
+    return Task("distance", sets[0], sets[1], desc, majority_share(sets[1].targets))
+
+
+def adding(steps: int, seed: int = 0, n_train: int = 2000, n_test: int = 500) -> Task:
+    """Features float64 (N, steps, 2): values U(0, 1) and a marker that is 1.0 at one step of
+    each half; target the sum of the two marked values. chance = 1/6, the MSE of predicting 1."""
+    if steps < 2:
+        raise ValueError(f"adding needs steps >= 2, got {steps}")
+    _check_sizes(n_train, n_test)
+    sets = []
+    for split, n in enumerate((n_train, n_test)):
+        rng = _rng("adding", seed, split, steps)
+        values = rng.random((n, steps))
+        first = rng.integers(0, steps // 2, size=n)
+        second = rng.integers(steps // 2, steps, size=n)
+        marker = np.zeros((n, steps))
+        marker[np.arange(n), first] = 1.0
+        marker[np.arange(n), second] = 1.0
+        targets = values[np.arange(n), first] + values[np.arange(n), second]
+        lengths = np.full(n, steps, dtype=np.int64)
+        sets.append(Dataset("adding", np.stack([values, marker], axis=-1), lengths, targets,
+                            "regression", None, {"steps": int(steps)}))
+    desc = (f"adding: sum of two marked U(0,1) values over {steps} steps, "
+            f"{n_train} train / {n_test} test")
+    return Task("adding", sets[0], sets[1], desc, 1.0 / 6.0)
+
+
+def make_task(name: str, seed: int = 0, n_train: int | None = None, n_test: int | None = None,
+              distance: int | None = None, steps: int | None = None,
+              data_dir: str | None = None) -> Task:
+    """The task `name` (a key of TASKS). distance is required by "distance" and steps by
+    "adding"; data_dir is used by "reviews" only. n_train / n_test default to the generator's
+    sizes; for "reviews" they keep the first rows of the (already shuffled) split."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    if distance is not None and name != "distance":
+        raise ValueError(f"distance applies to the distance task only, not {name!r}")
+    if steps is not None and name != "adding":
+        raise ValueError(f"steps applies to the adding task only, not {name!r}")
+    sizes = {k: v for k, v in (("n_train", n_train), ("n_test", n_test)) if v is not None}
+    if name == "sentiment":
+        return sentiment(seed, **sizes)
+    if name == "distance":
+        if distance is None:
+            raise ValueError("the distance task needs a distance d (e.g. distance=10)")
+        return _distance(distance, seed, **sizes)
+    if name == "adding":
+        if steps is None:
+            raise ValueError("the adding task needs a number of steps (e.g. steps=50)")
+        return adding(steps, seed, **sizes)
+    from verify import reviews
+
+    task = reviews.load(seed=seed, data_dir=data_dir)
+    train, test = task.train, task.test
+    for key, n in sizes.items():
+        available = len(train if key == "n_train" else test)
+        if not 1 <= n <= available:
+            raise ValueError(f"reviews: {key} must lie in [1, {available}], got {n}")
+    if "n_train" in sizes:
+        train = train.subset(np.arange(sizes["n_train"]))
+    if "n_test" in sizes:
+        test = test.subset(np.arange(sizes["n_test"]))
+    desc = task.description + (f" (using {len(train)} train / {len(test)} test)" if sizes else "")
+    return Task(task.name, train, test, desc, majority_share(test.targets))
+
+
+_distance = distance
+
+
+def batches(n: int, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+    """Index arrays int64 (<= batch_size,) covering range(n) once each; shuffled by rng when
+    given, in order when rng is None; the last batch may be smaller."""
+    if batch_size < 1 or n < 0:
+        raise ValueError(f"need n >= 0 and batch_size >= 1, got {n} and {batch_size}")
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
