@@ -21,6 +21,31 @@ DECAY_STEPS = 100
 class Report:
     cells: list[CellContent]
     decay_setup: str
+    learning: dict | None = None  # a `derive-cells train --format json` result
+
+    @property
+    def learning_rows(self) -> list[dict]:
+        """One row per training run: what the Learning section's table shows, as text."""
+        if not self.learning:
+            return []
+        key, out = self.learning.get("sweep"), []
+        for r in self.learning["runs"]:
+            e, d = r["epochs"][-1], r.get("decay") or {}
+            out.append({"cell": r["cell"], "point": str(r["info"][key]) if key else "",
+                        "train": f"{e['train_metric']:.3f}", "test": f"{e['test_metric']:.3f}",
+                        "reached": "–" if r["reached"] is None else str(r["reached"]),
+                        "seconds": f"{r['seconds_per_epoch']:.2f}",
+                        "decay": "–" if d.get("rate_per_step") is None else
+                        f"{d['rate_per_step']:.3f}"})
+        return out
+
+    @property
+    def learning_budget(self) -> str:
+        c = self.learning["config"]
+        return (f"{c['epochs']} epochs of {self.learning['train_size']} training rows, batch "
+                f"{c['batch_size']}, {c['optimizer']} (lr {c['lr']:g}), gradient clipping at "
+                f"{c['clip'] if c['clip'] else 'none'}, H = {c['hidden']}, embedding "
+                f"{c['embed']}, {c['dtype']}, backend {c['backend']}, seed {c['seed']}")
 
     @property
     def title(self) -> str:
@@ -55,7 +80,8 @@ def _decay(deriv, folder: Path) -> dict:
     return measure(module, deriv, Setup(steps=DECAY_STEPS)).as_dict()
 
 
-def build(cells: list[Cell], progress=None) -> Report:
+def build(cells: list[Cell], progress=None, learning: dict | None = None) -> Report:
+    """learning: a training result (verify.experiment.run) shown as the Learning section."""
     contents = []
     with tempfile.TemporaryDirectory(prefix="derive-cells-report-") as tmp:
         for cell in cells:
@@ -70,4 +96,4 @@ def build(cells: list[Cell], progress=None) -> Report:
             content.decay = _decay(deriv, folder)
             contents.append(content)
     return Report(contents, f"T={DECAY_STEPS}, B=16, H=I=32, PyTorch's initialization, "
-                            "standard-normal inputs, float64")
+                            "standard-normal inputs, float64", learning)

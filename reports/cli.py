@@ -34,7 +34,13 @@ def _fail(message: str) -> None:
                    "html or pdf).")
 @click.option("--format", "fmt", type=click.Choice(["html", "tex", "pdf"]), default=None,
               help="Default: from the output file's extension.")
-def report(cells, output, fmt):
+@click.option("--train", "train", metavar="TASK|RESULT.json", default=None,
+              help="Add a Learning section: train the cells on TASK (sentiment, distance, "
+                   "adding, reviews; the defaults of derive-cells train) or show a result "
+                   "written by `derive-cells train --format json -o RESULT.json`.")
+@click.option("--train-epochs", type=click.IntRange(1, 10_000), default=10, show_default=True,
+              help="Epochs of the training that --train TASK runs.")
+def report(cells, output, fmt, train, train_epochs):
     """Write an HTML, LaTeX or PDF report of one or several cells.
 
     The forward equations, the derived BPTT adjoint equations step by step, the parameter
@@ -48,6 +54,7 @@ def report(cells, output, fmt):
       derive-cells report rnn lstm gru -o cells.html
       derive-cells report lstm -o lstm.tex      (figures as PDF files beside it)
       derive-cells report lstm -o lstm.pdf      (runs pdflatex)
+      derive-cells report rnn lstm gru --train sentiment -o cells.html
 
     HTML needs nothing else; a reader opens it in any browser, offline. Exit status: 0 ok,
     2 usage or input error (including --format pdf without pdflatex).
@@ -67,7 +74,9 @@ def report(cells, output, fmt):
     check_outputs({"-o": output}, inputs, "derive-cells report")
     from reports.build import build
 
-    data = build(loaded, progress=lambda m: click.echo(f"report: {m}", err=True))
+    progress = lambda m: click.echo(f"report: {m}", err=True)  # noqa: E731
+    learning = _learning(train, train_epochs, loaded, progress) if train else None
+    data = build(loaded, progress=progress, learning=learning)
     if fmt == "html":
         from reports.html import render_html
 
@@ -87,6 +96,45 @@ def report(cells, output, fmt):
             write_output(output, _pdflatex(tex, figures, stem), "derive-cells report")
     if output != "-":
         click.echo(f"report: wrote {output}", err=True)
+
+
+TASKS = ("sentiment", "distance", "adding", "reviews")
+
+
+def _learning(train: str, epochs: int, cells, progress) -> dict:
+    """A saved training result (a .json file), or the cells trained on a task now."""
+    import json
+
+    if train not in TASKS:
+        path = Path(train)
+        if path.suffix.lower() != ".json" or not path.is_file():
+            _fail(f"--train {train}: neither a task ({', '.join(TASKS)}) nor a .json result "
+                  "file of derive-cells train")
+        try:
+            result = json.loads(path.read_text(encoding="utf-8"))
+            runs = result["runs"]
+            for key in ("task", "description", "config", "train_size"):
+                result[key]  # noqa: B018
+            if not runs or not all("epochs" in r and r["epochs"] for r in runs):
+                raise KeyError("runs")
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            _fail(f"--train {train}: not a result of derive-cells train --format json ({exc})")
+        return result
+    from derive.derivation import derive
+    from verify import experiment
+    from verify.train import Config
+
+    config = Config(epochs=epochs)
+    try:
+        tasks = experiment.tasks_for(train, config.seed,
+                                     distances=[1, 5, 10, 20, 40, 80] if train == "distance"
+                                     else None)
+        progress(f"training on {train} ({epochs} epochs per cell) ...")
+        return experiment.run([derive(c) for c in cells], tasks, config, progress=progress)
+    except experiment.ExperimentError as exc:
+        _fail(str(exc))
+    except FloatingPointError as exc:
+        _fail(f"--train {train}: {exc}")
 
 
 def _pdflatex(tex: str, figures: dict[str, bytes], stem: str) -> bytes:

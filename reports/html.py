@@ -13,7 +13,7 @@ import jinja2
 import derive
 from reports.build import Report
 from reports.notation import math_block
-from reports.plots import decay_figure, render
+from reports.plots import decay_figure, learning_figures, render
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -66,6 +66,17 @@ def render_html(report: Report) -> str:
         comparison = inline_svg(render(decay_figure([c.decay for c in report.cells],
                                                     "Gradient norm across timesteps"), "svg"),
                                 "comparison-")
+    learning = None
+    if report.learning:
+        learning = SimpleNamespace(
+            description=report.learning["description"], budget=report.learning_budget,
+            rows=report.learning_rows, key=report.learning.get("sweep"),
+            metric=report.learning["runs"][0]["metric"],
+            chance=report.learning["runs"][0]["chance"],
+            target=report.learning["runs"][0]["target"],
+            figures=[inline_svg(render(fig, "svg"), f"learning-{name}-")
+                     for name, fig in learning_figures(report.learning).items()])
     template = env.get_template("report.html.j2")
-    view = SimpleNamespace(title=report.title, cells=cells, decay_setup=report.decay_setup)
+    view = SimpleNamespace(title=report.title, cells=cells, decay_setup=report.decay_setup,
+                           learning=learning)
     return template.render(report=view, version=derive.__version__, comparison_svg=comparison)

@@ -11,7 +11,7 @@ import jinja2
 
 import derive
 from reports.build import Report
-from reports.plots import decay_figure, render
+from reports.plots import decay_figure, learning_figures, render
 
 TEMPLATES = Path(__file__).parent / "templates"
 _SPECIAL = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&",
@@ -86,7 +86,23 @@ def render_latex(report: Report, stem: str) -> tuple[str, dict[str, bytes]]:
         comparison = f"{stem}-comparison-decay.pdf"
         figures[comparison] = render(decay_figure([c.decay for c in report.cells],
                                                   "Gradient norm across timesteps"), "pdf")
-    tex = env.get_template("report.tex.j2").render(
+    learning = None
+    if report.learning:
+        names = []
+        for name, fig in learning_figures(report.learning).items():
+            names.append(f"{stem}-learning-{name}.pdf")
+            figures[names[-1]] = render(fig, "pdf")
+        key = report.learning.get("sweep")
+        learning = SimpleNamespace(
+            description=tex_escape(report.learning["description"]),
+            budget=tex_escape(report.learning_budget), key=key and tex_escape(key),
+            metric=tex_escape(report.learning["runs"][0]["metric"]),
+            chance=f"{report.learning['runs'][0]['chance']:.3f}",
+            rows=[" & ".join(tex_escape(v).replace("–", "--") for v in
+                             ([r["cell"]] + ([r["point"]] if key else []) +
+                              [r["train"], r["test"], r["reached"], r["seconds"], r["decay"]]))
+                  for r in report.learning_rows], figures=names)
+    tex = env.get_template("report.tex.j2").render(learning=learning,
         title=tex_escape(report.title), version=derive.__version__, cells=cells,
         decay_setup=tex_escape(report.decay_setup), comparison_figure=comparison)
     return tex, figures

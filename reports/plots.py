@@ -47,7 +47,7 @@ def decay_figure(measurements: list[dict], title: str | None = None):
             rate = m["rate_per_step"].get(state)
             label = f"{m['cell']} {state}: {rate:.4g} per step" if rate else \
                 f"{m['cell']} {state}"
-            (line,) = ax.plot(xs, ys, color=color, lw=1.6, label=label)
+            (line,) = (line,) = ax.plot(xs, ys, color=color, lw=1.6, label=label)
             line.set_gid(_slug("measured", m["cell"], state))
             spread = m.get("log10_spread", {}).get(state)
             if spread:
@@ -105,12 +105,15 @@ def learning_figure(runs: list[dict], title: str | None = None):
         color = colors[k % len(colors)]
         epochs = [e["epoch"] for e in run["epochs"]]
         name = run["cell"]
-        left.plot(epochs, [e["train_loss"] for e in run["epochs"]], color=color, lw=1.6,
-                  label=f"{name} train", gid=_slug("train-loss", name))
-        left.plot(epochs, [e["test_loss"] for e in run["epochs"]], color=color, lw=1.2,
-                  ls="--", label=f"{name} test", gid=_slug("test-loss", name))
-        right.plot(epochs, [e["test_metric"] for e in run["epochs"]], color=color, lw=1.6,
-                   marker="o", ms=3, label=name, gid=_slug("test-metric", name))
+        for ax, key, style, what in ((left, "train_loss", "-", "train-loss"),
+                                     (left, "test_loss", "--", "test-loss"),
+                                     (right, "test_metric", "-", "test-metric")):
+            (line,) = ax.plot(epochs, [e[key] for e in run["epochs"]], color=color,
+                              lw=1.6 if style == "-" else 1.2, ls=style,
+                              marker="o" if ax is right else None, ms=3,
+                              label={"train-loss": f"{name} train", "test-loss": f"{name} test",
+                                     "test-metric": name}[what])
+            line.set_gid(_slug(what, name))
     metric = runs[0]["metric"] if runs else "accuracy"
     if runs:
         right.axhline(runs[0]["chance"], color="0.4", lw=0.9, ls=":",
@@ -118,6 +121,10 @@ def learning_figure(runs: list[dict], title: str | None = None):
         if metric == "mse":
             left.set_yscale("log")
             right.set_yscale("log")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_xlabel("epoch")
     left.set_ylabel("loss (BCE)" if metric == "accuracy" else "loss (MSE)")
     right.set_xlabel("epoch")
@@ -138,9 +145,10 @@ def sweep_figure(runs: list[dict], key: str, title: str | None = None):
     names = list(dict.fromkeys(r["cell"] for r in runs))
     for k, name in enumerate(names):
         mine = sorted((r for r in runs if r["cell"] == name), key=lambda r: r["info"][key])
-        ax.plot([r["info"][key] for r in mine], [r["epochs"][-1]["test_metric"] for r in mine],
-                color=colors[k % len(colors)], lw=1.6, marker="o", ms=4, label=name,
-                gid=_slug("sweep", name))
+        (line,) = ax.plot([r["info"][key] for r in mine],
+                          [r["epochs"][-1]["test_metric"] for r in mine],
+                          color=colors[k % len(colors)], lw=1.6, marker="o", ms=4, label=name)
+        line.set_gid(_slug("sweep", name))
     metric = runs[0]["metric"] if runs else "accuracy"
     if runs:
         ax.axhline(runs[0]["chance"], color="0.4", lw=0.9, ls=":",
@@ -159,3 +167,13 @@ def sweep_figure(runs: list[dict], key: str, title: str | None = None):
     ax.legend(fontsize=8, framealpha=0.85)
     fig.tight_layout()
     return fig
+
+
+def learning_figures(result: dict) -> dict[str, object]:
+    """The figures of a training result: learning curves, and the sweep when there is one."""
+    runs, key, task = result["runs"], result.get("sweep"), result["task"]
+    figures = {"curves": learning_figure(runs, f"{task}: learning curves")}
+    if key:
+        figures["sweep"] = sweep_figure(runs, key, f"{task}: final test {runs[0]['metric']} "
+                                                   f"after {result['config']['epochs']} epochs")
+    return figures

@@ -262,3 +262,48 @@ def test_cli_reviews_archive_with_a_wrong_hash_exits_2(tmp_path):
     assert done.returncode == 2, done.stderr
     assert reviews.SHA256 in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_report_learning_section_from_a_saved_result(tmp_path):
+    """`report --train RESULT.json`: the Learning section shows that result's numbers and plots,
+    in HTML and in a LaTeX document that compiles."""
+    from tests.test_reports import need
+
+    saved = tmp_path / "result.json"
+    done = cli("train", "rnn", "gru", "--epochs", "2", "--hidden", "6", "--train-size", "64",
+               "--test-size", "32", "--format", "json", "-o", str(saved), "--no-decay")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(saved.read_text())
+    html = tmp_path / "r.html"
+    done = cli("report", "rnn", "gru", "--train", str(saved), "-o", str(html))
+    assert done.returncode == 0, done.stderr
+    page = html.read_text()
+    section = page[page.index('<section id="learning">'):]
+    section = section[:section.index("</section>")]
+    for run in result["runs"]:
+        assert f"{run['epochs'][-1]['test_metric']:.3f}" in section
+        assert f'id="learning-curves-test_metric-{run["cell"]}"' in section
+    assert '<a href="#learning">Learning</a>' in page
+    tex = tmp_path / "r.tex"
+    done = cli("report", "rnn", "gru", "--train", str(saved), "-o", str(tex))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "r-learning-curves.pdf").read_bytes().startswith(b"%PDF")
+    need("pdflatex")
+    run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", tex.name],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-2000:]
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "neither a task"),
+    ("{not json", "not a result of derive-cells train"),
+    ('{"runs": []}', "not a result of derive-cells train"),
+])
+def test_report_refuses_a_bad_train_argument(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    if content is not None:
+        path.write_text(content)
+    argument = str(path) if content is not None else "sentimental"
+    done = cli("report", "rnn", "--train", argument, "-o", str(tmp_path / "r.html"))
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert not (tmp_path / "r.html").exists()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from derive.cli import (
 
 COMMAND = "derive-cells train"
 PLOT_FORMATS = {".svg": "svg", ".png": "png"}
-SWEEP_KEY = {"distance": "distance", "adding": "steps"}
 PROGRESS_AFTER = 2.0  # seconds: shorter commands print no progress
 
 
@@ -230,9 +228,8 @@ def train(cells, task, distances, steps, backend, optimizer, lr, epochs, batch_s
     if check or backend != "numpy" or (decay and not check):
         _need_torch(check, backend, decay)
     from derive.derivation import derive
-    from verify.modules import emit_and_import
-    from verify.tasks import make_task
-    from verify.train import Config, Variant, label, variants
+    from verify import experiment
+    from verify.train import Config
 
     loaded = load_cells(cells, COMMAND)
     check_outputs({"--plot": plot, "-o": output}, spec_files(cells), COMMAND)
@@ -246,43 +243,25 @@ def train(cells, task, distances, steps, backend, optimizer, lr, epochs, batch_s
             click.echo(f"train: {message}", err=True)
 
     derivs = [derive(cell) for cell in loaded]
-    pairs = variants(derivs, forget_bias)
-    if forget_bias and all(b is None for _, b in pairs):
-        _fail("--forget-bias needs a cell with a forget gate 'f'")
-    sweep = {"distance": [("distance", d) for d in distances],
-             "adding": [("steps", t) for t in steps]}.get(task, [(None, None)])
-    if check:
-        sweep = sweep[:1]
     try:
-        tasks = [make_task(task, seed, train_size, test_size, data_dir=data_dir,
-                           **({key: value} if key else {})) for key, value in sweep]
-    except ValueError as exc:  # the reviews data (DataError) or a size out of range
-        _fail(str(exc))
-    targets = ("numpy", "torch") if (check or backend != "numpy") else ("numpy",)
-    runs, agreements = [], []
-    with tempfile.TemporaryDirectory(prefix="derive-cells-train-") as tmp:
-        several = {deriv.cell.name: sum(d is deriv for d, _ in pairs) > 1 for deriv in derivs}
-        made = {id(d): {t: emit_and_import(d, t, Path(tmp)) for t in targets} for d in derivs}
-        chosen = [Variant(label(d, b, several[d.cell.name]), d, made[id(d)], b)
-                  for d, b in pairs]
+        tasks = experiment.tasks_for(task, seed, distances[:1] if check else distances,
+                                     steps[:1] if check else steps, train_size, test_size,
+                                     data_dir)
         if check:
-            from verify.train_check import agreement
-
-            for v in chosen:
-                progress(f"{v.label}: {check_steps} SGD steps, NumPy and reference ...")
-                agreements.append(agreement(v, tasks[0], config, check_steps).as_dict())
+            agreements = experiment.check(derivs, tasks[0], config, forget_bias, check_steps,
+                                          progress)
         else:
-            runs = _train_all(chosen, tasks, config, progress, decay)
+            result = experiment.run(derivs, tasks, config, forget_bias, decay, progress)
+    except experiment.ExperimentError as exc:
+        _fail(str(exc))
+    except FloatingPointError as exc:
+        click.echo(f"{COMMAND}: {exc}", err=True)
+        sys.exit(1)
     if check:
         text = (json.dumps(agreements, indent=1) + "\n" if fmt == "json"
                 else check_table(agreements))
         write_output(output or "-", text, COMMAND)
         sys.exit(0 if all(a["passed"] for a in agreements) else 1)
-    key = SWEEP_KEY.get(task) if len(tasks) > 1 else None
-    result = {"task": task, "description": "; ".join(t.description for t in tasks),
-              "sweep": key, "train_size": len(tasks[0].train),
-              "config": {**config.__dict__, "lr": config.learning_rate},
-              "runs": [r.as_dict() for r in runs]}
     if plot:
         _plot(result, plot)
     text = json.dumps(result, indent=1) + "\n" if fmt == "json" else runs_table(result)
@@ -296,20 +275,6 @@ def _need_torch(check: bool, backend: str, decay: bool) -> None:
         why = ("--check" if check else f"--backend {backend}" if backend != "numpy"
                else "the decay rate (use --no-decay to train without torch)")
         _fail(f"{why} needs torch (pip install torch)")
-
-
-def _train_all(chosen, tasks, config, progress, decay) -> list:
-    from verify.train import train as train_one
-
-    runs = []
-    for task in tasks:
-        for v in chosen:
-            try:
-                runs.append(train_one(v, task, config, progress, decay))
-            except FloatingPointError as exc:
-                click.echo(f"{COMMAND}: {exc}", err=True)
-                sys.exit(1)
-    return runs
 
 
 def _plot(result: dict, path: str) -> None:
