@@ -252,6 +252,16 @@ def test_cli_refuses_bad_input(args, message):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_cli_a_diverging_run_exits_1_saying_where(backend):
+    done = cli("train", "rnn", "--task", "adding", "--steps", "20", "--optimizer", "sgd",
+               "--lr", "100", "--clip", "0", "--epochs", "3", "--no-decay", "--train-size",
+               "256", "--backend", backend)
+    assert done.returncode == 1
+    assert "rnn diverged at epoch 1, step" in done.stderr and "smaller --lr" in done.stderr
+    assert "Traceback" not in done.stderr and "Warning" not in done.stderr
+
+
 def test_cli_reviews_archive_with_a_wrong_hash_exits_2(tmp_path):
     """A file in the cache under the archive's name that is not the archive: refused by hash,
     nothing downloaded, exit 2."""

@@ -107,10 +107,12 @@ class NumpyModel:
     def gradients(self, data: Dataset) -> tuple[float, dict[str, np.ndarray]]:
         """The batch's mean loss and the gradient of every parameter."""
         z, (h, shape, cache) = self.scores(data)
-        loss, d_z = loss_of(self.kind, z, data.targets)
-        w = self.params[WEIGHT]
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss, d_z = loss_of(self.kind, z, data.targets)
+            d_h = d_z[:, None] * self.params[WEIGHT][None, :]
+        if not (np.isfinite(loss) and np.isfinite(d_h).all()):
+            raise FloatingPointError(f"the loss ({loss:.3g}) or its gradient overflowed")
         grads = {WEIGHT: h.T @ d_z, BIAS: np.sum(d_z, keepdims=True)}
-        d_h = d_z[:, None] * w[None, :]
         output = getattr(self.module, "OUTPUT", self.module.STATE[0])
         if output in self.module.STATE:
             d_x, _, d_cell = self.module.backward(None, {output: d_h}, cache)
@@ -129,9 +131,13 @@ class NumpyModel:
     def step(self, data: Dataset) -> float:
         """One update on a batch; returns the batch's loss before the update."""
         loss, grads = self.gradients(data)
-        if self.clip is not None:
-            clip_by_global_norm(grads, self.clip)
-        self.optimizer.step(grads)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self.clip is not None:
+                clip_by_global_norm(grads, self.clip)
+            self.optimizer.step(grads)
+        bad = [n for n, p in self.params.items() if not np.isfinite(p).all()]
+        if bad:
+            raise FloatingPointError(f"the update made {bad[0]} non-finite")
         return loss
 
     def evaluate(self, data: Dataset, batch_size: int = 1000) -> tuple[float, float]:

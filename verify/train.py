@@ -138,10 +138,16 @@ def train(variant: Variant, task: Task, config: Config, progress=None,
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
         for index in batches(len(task.train), config.batch_size, rng):
-            loss = model.step(task.train.subset(index))
-            if not np.isfinite(loss):
-                raise FloatingPointError(f"{variant.label}: the loss became {loss} at epoch "
-                                         f"{epoch}; try a smaller --lr or --clip")
+            try:
+                loss = model.step(task.train.subset(index))
+                if not np.isfinite(loss):
+                    raise FloatingPointError(f"the loss became {loss}")
+            except (FloatingPointError, ValueError) as exc:
+                if isinstance(exc, ValueError) and "finite" not in str(exc):
+                    raise
+                raise FloatingPointError(
+                    f"{variant.label} diverged at epoch {epoch}, step {len(run.step_losses) + 1}"
+                    f" ({exc}); try a smaller --lr, or --clip") from None
             run.step_losses.append(loss)
         seconds = time.perf_counter() - start
         record(epoch, seconds)

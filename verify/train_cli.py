@@ -162,9 +162,9 @@ def check_table(results: list[dict]) -> str:
 @click.option("--forget-bias", type=FloatList(100), default=None,
               help="Forget-gate bias at initialisation for cells with a forget gate 'f' "
                    "(comma-separated: one run per value, e.g. 0,1); other cells run once.")
-@click.option("--train-size", type=click.IntRange(1, 10_000_000), default=None,
+@click.option("--train-size", type=click.IntRange(1, 200_000), default=None,
               help="Training rows (default: 2000; reviews: the whole split).")
-@click.option("--test-size", type=click.IntRange(1, 10_000_000), default=None,
+@click.option("--test-size", type=click.IntRange(1, 100_000), default=None,
               help="Test rows (default: 500; reviews: the whole split).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 2), default=0, show_default=True,
               help="Seed of the data, the initial weights and the batch order.")
