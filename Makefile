@@ -2,11 +2,12 @@
 # no torch is installed) and runs them; `make verify` checks every built-in cell's emitted
 # gradients (JUnit report in verify-report.xml); `make golden` regenerates the golden files;
 # `make fuzz` runs the property-based pipeline test with many random specs
-# (HYPOTHESIS_PROFILE=fuzz; the default profile, used by `make test`, runs a short fixed set).
+# (HYPOTHESIS_PROFILE=fuzz; the default profile, used by `make test`, runs a short fixed set);
+# `make learning` reruns the README's learning experiments (about 40 minutes on two cores).
 PYTHON ?= python3
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: test install golden lint verify bench fuzz
+.PHONY: test install golden lint verify bench fuzz learning
 
 install:
 	$(PYTHON) -m pip install -e .
@@ -31,3 +32,16 @@ golden:
 
 lint:
 	$(PYTHON) -m ruff check .
+
+LEARNING = docs/learning
+
+learning:
+	mkdir -p $(LEARNING)
+	derive-cells train rnn lstm gru simplified_gru --task distance --distance 1,5,10,20,40,80 \
+	  --forget-bias 0,1 --epochs 30 --format json -o $(LEARNING)/distance.json \
+	  --plot $(LEARNING)/distance.svg
+	derive-cells train rnn lstm gru simplified_gru --task adding --steps 50,100 --epochs 20 \
+	  --train-size 10000 --format json -o $(LEARNING)/adding.json --plot $(LEARNING)/adding.svg
+	derive-cells train rnn lstm gru simplified_gru --task reviews --epochs 10 --format json \
+	  -o $(LEARNING)/reviews.json --plot $(LEARNING)/reviews.svg
+	$(PYTHON) bench/bench_train.py

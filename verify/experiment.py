@@ -48,11 +48,19 @@ def run(derivs, tasks: list[Task], config: Config, forget_biases=None, decay: bo
         chosen = _variants(derivs, forget_biases, Path(tmp), targets)
         runs = [train(v, task, config, progress, decay) for task in tasks for v in chosen]
     name = tasks[0].name
-    return {"task": name, "description": "; ".join(t.description for t in tasks),
-            "sweep": SWEEP_KEY.get(name) if len(tasks) > 1 else None,
+    key = SWEEP_KEY.get(name) if len(tasks) > 1 else None
+    return {"task": name, "description": describe(tasks, key), "sweep": key,
             "train_size": len(tasks[0].train),
             "config": {**config.__dict__, "lr": config.learning_rate},
             "runs": [r.as_dict() for r in runs]}
+
+
+def describe(tasks: list[Task], key: str | None) -> str:
+    """The first task's description, and the other sweep points."""
+    if not key:
+        return tasks[0].description
+    rest = ", ".join(str(t.train.info[key]) for t in tasks[1:])
+    return f"{tasks[0].description}; the same at {key} {rest}"
 
 
 def check(derivs, task: Task, config: Config, forget_biases=None, steps: int = 20,
