@@ -126,6 +126,8 @@ def fetch(data_dir: str | os.PathLike | None = None, sha256: str = SHA256,
     sdist = directory / SDIST
     if not sdist.is_file():
         command = pip_command(directory)
+        print(f"derive-cells: fetching {SDIST} with pip into {directory} (once) ...",
+              file=sys.stderr)
         try:
             done = runner(command, capture_output=True, text=True, timeout=300)
             output = getattr(done, "stderr", None) or getattr(done, "stdout", None) or ""
