@@ -32,7 +32,10 @@ class Report:
         for r in self.learning["runs"]:
             e, d = r["epochs"][-1], r.get("decay") or {}
             out.append({"cell": r["cell"], "point": str(r["info"][key]) if key else "",
-                        "train": f"{e['train_metric']:.3f}", "test": f"{e['test_metric']:.3f}",
+                        "train": format(e["train_metric"], ".3f" if r["metric"] == "accuracy"
+                                        else ".2g"),
+                        "test": format(e["test_metric"], ".3f" if r["metric"] == "accuracy"
+                                       else ".2g"),
                         "reached": "–" if r["reached"] is None else str(r["reached"]),
                         "seconds": f"{r['seconds_per_epoch']:.2f}",
                         "decay": "–" if d.get("rate_per_step") is None else
@@ -44,8 +47,9 @@ class Report:
         c = self.learning["config"]
         return (f"{c['epochs']} epochs of {self.learning['train_size']} training rows, batch "
                 f"{c['batch_size']}, {c['optimizer']} (lr {c['lr']:g}), gradient clipping at "
-                f"{c['clip'] if c['clip'] else 'none'}, H = {c['hidden']}, embedding "
-                f"{c['embed']}, {c['dtype']}, backend {c['backend']}, seed {c['seed']}")
+                f"{c['clip'] if c['clip'] else 'none'}, H = {c['hidden']}"
+                f"{', embedding ' + str(c['embed']) if self.learning.get('tokens', True) else ''}"
+                f", {c['dtype']}, backend {c['backend']}, seed {c['seed']}")
 
     @property
     def title(self) -> str:

@@ -50,7 +50,7 @@ def run(derivs, tasks: list[Task], config: Config, forget_biases=None, decay: bo
     name = tasks[0].name
     key = SWEEP_KEY.get(name) if len(tasks) > 1 else None
     return {"task": name, "description": describe(tasks, key), "sweep": key,
-            "train_size": len(tasks[0].train),
+            "train_size": len(tasks[0].train), "tokens": tasks[0].train.tokens,
             "config": {**config.__dict__, "lr": config.learning_rate},
             "runs": [r.as_dict() for r in runs]}
 

@@ -93,8 +93,8 @@ def runs_table(result: dict) -> str:
     for r in runs:
         e, d = r["epochs"][-1], r["decay"] or {}
         rows.append(tuple([r["cell"]] + ([str(r["info"][key])] if key else []) + [
-            f"{e['train_loss']:.4f}", f"{e['train_metric']:.4f}", f"{e['test_loss']:.4f}",
-            f"{e['test_metric']:.4f}", _fmt(r["reached"], "d"),
+            *(format(e[k], ".4f" if metric == "accuracy" else ".3g") for k in
+              ("train_loss", "train_metric", "test_loss", "test_metric")), _fmt(r["reached"], "d"),
             _fmt(r["seconds_per_epoch"], ".3f"), _fmt(d.get("rate_per_step"), ".4f"),
             _fmt(d.get("half_life"), ".3g")]))
     lines = [result["description"], ""] + _table(rows)
@@ -104,13 +104,15 @@ def runs_table(result: dict) -> str:
         grid = [tuple(["cell"] + [f"{key}={v}" for v in values])]
         for c in cells:
             by = {r["info"][key]: r["epochs"][-1]["test_metric"] for r in runs if r["cell"] == c}
-            grid.append(tuple([c] + [_fmt(by.get(v), ".3f") for v in values]))
+            grid.append(tuple([c] + [_fmt(by.get(v), ".3f" if metric == "accuracy" else ".2g")
+                                     for v in values]))
         lines += ["", f"test {metric} after {result['config']['epochs']} epochs "
                       f"(chance {runs[0]['chance']:.3f}):", *_table(grid)]
     cfg = result["config"]
     lines += ["", f"budget: {cfg['epochs']} epochs x {result['train_size']} training rows, batch "
                   f"{cfg['batch_size']}, {cfg['optimizer']} lr {cfg['lr']:g}, clip "
-                  f"{_fmt(cfg['clip'], 'g')}, H={cfg['hidden']}, embedding {cfg['embed']}, "
+                  f"{_fmt(cfg['clip'], 'g')}, H={cfg['hidden']}"
+                  f"{', embedding ' + str(cfg['embed']) if result.get('tokens', True) else ''}, "
                   f"{cfg['dtype']}, backend {cfg['backend']}, seed {cfg['seed']}",
               "decay/step: the gradient's factor per step back through time at the initial "
               "weights (derive-cells decay, the read-out's state); half-life in steps."]
