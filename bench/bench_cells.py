@@ -27,9 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from derive.derivation import derive  # noqa: E402
-from derive.emit import emit  # noqa: E402
-from derive.spec import load_cell  # noqa: E402
+from derive_cells.derivation import derive  # noqa: E402
+from derive_cells.emit import emit  # noqa: E402
+from derive_cells.spec import load_cell  # noqa: E402
 
 SIZES = {"small": (50, 16, 32, 64), "mid": (100, 32, 64, 128), "large": (200, 64, 128, 256)}
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}

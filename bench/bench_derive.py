@@ -75,9 +75,9 @@ def _jacobian_bytes(source: str) -> int:
 
 
 def _in_process(path: Path) -> float:
-    from derive.derivation import derive
-    from derive.emit import emit
-    from derive.spec import load_cell
+    from derive_cells.derivation import derive
+    from derive_cells.emit import emit
+    from derive_cells.spec import load_cell
 
     start = time.perf_counter()
     emit(derive(load_cell(str(path))), "numpy")

@@ -84,9 +84,9 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(ROOT))
-    from derive.derivation import derive
-    from derive.emit import emit
-    from derive.spec import load_cell
+    from derive_cells.derivation import derive
+    from derive_cells.emit import emit
+    from derive_cells.spec import load_cell
 
     folder = tempfile.mkdtemp(prefix="bench-layers-")
     cells = args.cells.split(",")

@@ -130,9 +130,9 @@ def worker(column: str, cell: str, dtype: str, folder: Path, settle: float) -> N
 
 def emit_modules(cells: list[str], folder: Path) -> None:
     sys.path.insert(0, str(ROOT))
-    from derive.derivation import derive
-    from derive.emit import emit
-    from derive.spec import load_cell
+    from derive_cells.derivation import derive
+    from derive_cells.emit import emit
+    from derive_cells.spec import load_cell
 
     for cell in cells:
         deriv = derive(load_cell(cell))

@@ -40,7 +40,7 @@ def main() -> None:
     print(f"{'ratio':<34} {ratio:7.2f}x  (target <= 2)")
     heavy = subprocess.run([sys.executable, "-X", "importtime", "-c",
                             "import sys; sys.argv = ['derive-cells', 'lstm', '--emit', 'numpy'];"
-                            "from derive.cli import main; main()"],
+                            "from derive_cells.cli import main; main()"],
                            capture_output=True, text=True)
     loaded = {line.split("|")[-1].strip().split(".")[0] for line in heavy.stderr.splitlines()}
     print("torch imported:", "torch" in loaded, "| matplotlib imported:", "matplotlib" in loaded)

@@ -28,7 +28,7 @@ BACKENDS = ("numpy", "torch", "torch.nn")
 
 
 def one(cell: str, backend: str, args) -> float:
-    command = [sys.executable, "-m", "derive.cli", "train", cell, "--backend", backend,
+    command = [sys.executable, "-m", "derive_cells.cli", "train", cell, "--backend", backend,
                "--task", args.task, "--epochs", str(args.epochs), "--no-decay",
                "--format", "json", "--hidden", str(args.hidden), "--batch-size",
                str(args.batch_size)]

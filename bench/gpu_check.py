@@ -19,9 +19,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from derive.derivation import derive  # noqa: E402
-from derive.emit import emit  # noqa: E402
-from derive.spec import load_cell  # noqa: E402
+from derive_cells.derivation import derive  # noqa: E402
+from derive_cells.emit import emit  # noqa: E402
+from derive_cells.spec import load_cell  # noqa: E402
 
 NN = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
 SIZES = {"mid": (100, 32, 64, 128), "large": (200, 64, 128, 256)}

@@ -14,10 +14,9 @@ import sys
 from pathlib import Path
 
 import click
-
-import derive
-from derive import output as _output
-from derive.spec import SpecError, builtin_cells, load_cell
+import derive_cells
+from derive_cells import output as _output
+from derive_cells.spec import SpecError, builtin_cells, load_cell
 
 EMIT_TARGETS = ("numpy", "torch")
 
@@ -138,8 +137,10 @@ def _report_stream_error(exc: OSError) -> None:
 
 
 # Commands of later stages, imported only when used (the emit path stays light).
-LAZY_COMMANDS = {"verify": "verify.cli:verify", "decay": "verify.decay_cli:decay",
-                 "report": "reports.cli:report", "train": "verify.train_cli:train"}
+LAZY_COMMANDS = {"verify": "derive_cells.verify.cli:verify",
+                 "decay": "derive_cells.verify.decay_cli:decay",
+                 "report": "derive_cells.reports.cli:report",
+                 "train": "derive_cells.verify.train_cli:train"}
 
 
 class CellGroup(click.Group):
@@ -187,7 +188,7 @@ class CellGroup(click.Group):
 
 
 @click.group(cls=CellGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(derive.__version__, prog_name="derive-cells")
+@click.version_option(derive_cells.__version__, prog_name="derive-cells")
 def main():
     """Derive the BPTT gradients of a recurrent cell and emit code for them.
 
@@ -220,17 +221,17 @@ def emit_command(cell: str, target: str | None, output: str | None):
     normalized forward step, the adjoint of every node, the parameter gradients and the
     per-step Jacobian as text.
     """
-    from derive.derivation import derive as run_derivation
+    from derive_cells.derivation import derive as run_derivation
 
     (spec,) = load_cells([cell])
     check_outputs({"-o": output}, spec_files([cell]))
     deriv = run_derivation(spec)
     if target is None:
-        from derive.text import derivation_text
+        from derive_cells.text import derivation_text
 
         text = derivation_text(deriv)
     else:
-        from derive.emit import emit
+        from derive_cells.emit import emit
 
         text = emit(deriv, target, command=f"derive-cells {shlex.quote(cell)} --emit {target}")
     write_output(output or "-", text)

@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import sympy
-
-from derive.functions import BY_CLASS, CellFunction
-from derive.spec import RESERVED_NAMES, Cell, MatVec, prev
+from derive_cells.functions import BY_CLASS, CellFunction
+from derive_cells.spec import RESERVED_NAMES, Cell, MatVec, prev
 
 
 @dataclass

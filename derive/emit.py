@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import textwrap
 
-import derive
-from derive.derivation import Derivation
-from derive.emit_step import StepSections
-from derive.functions import BY_CLASS, DERIVATIVE_HELPERS
-from derive.plan import make_plan
-from derive.printers import CellCodePrinter, TorchCodePrinter
-from derive.spec import prev
-from derive.targets import TARGETS, Target
-from derive.torch_layer import add_layer
+import derive_cells
+from derive_cells.derivation import Derivation
+from derive_cells.emit_step import StepSections
+from derive_cells.functions import BY_CLASS, DERIVATIVE_HELPERS
+from derive_cells.plan import make_plan
+from derive_cells.printers import CellCodePrinter, TorchCodePrinter
+from derive_cells.spec import prev
+from derive_cells.targets import TARGETS, Target
+from derive_cells.torch_layer import add_layer
 
 
 def _docstring_safe(text: str) -> str:
@@ -65,7 +65,7 @@ class Emitter(StepSections):
         title = _docstring_safe(c.title)
         return (f'"""{c.name}: {title}.\n\n'
                 f"Forward pass and BPTT backward pass in {self.t.title}, emitted by derive-cells "
-                f"{derive.__version__}.\nRegenerate with:  {_docstring_safe(self.command)}\n\n"
+                f"{derive_cells.__version__}.\nRegenerate with:  {_docstring_safe(self.command)}\n\n"
                 f"One step (every name is a vector of the hidden size H; {c.input} has size I; "
                 f"'*' is elementwise):\n{eqs}\n\n"
                 f"Arrays are time-major: {c.input} (T, B, I), outputs (T, B, H), states (B, H).\n"

@@ -17,10 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import sympy
-
-from derive.derivation import Derivation, Group, JacobianTerm
-from derive.functions import BY_CLASS
-from derive.spec import RESERVED_NAMES, prev
+from derive_cells.derivation import Derivation, Group, JacobianTerm
+from derive_cells.functions import BY_CLASS
+from derive_cells.spec import RESERVED_NAMES, prev
 
 
 @dataclass

@@ -9,10 +9,9 @@ from __future__ import annotations
 import re
 
 import sympy
+from derive_cells.derivation import Backprop
+from derive_cells.functions import BY_CLASS, DERIVATIVE_HELPERS, CellFunction
 from sympy.printing.pycode import PythonCodePrinter
-
-from derive.derivation import Backprop
-from derive.functions import BY_CLASS, DERIVATIVE_HELPERS, CellFunction
 
 _SPACED = re.compile(r"(?<!\*)([*/])(?!\*)")  # a lone * or /, not either half of **
 

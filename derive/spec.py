@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import sympy
-
-from derive.display import parse_latex_name
-from derive.functions import FUNCTIONS
+from derive_cells.display import parse_latex_name
+from derive_cells.functions import FUNCTIONS
 
 CELLS_DIR = Path(__file__).parent / "cells"
 MAX_SPEC_BYTES = 256 * 1024

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from derive.derivation import Derivation
-from derive.printers import CellCodePrinter
+from derive_cells.derivation import Derivation
+from derive_cells.printers import CellCodePrinter
 
 
 def derivation_text(deriv: Derivation) -> str:

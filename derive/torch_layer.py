@@ -13,8 +13,8 @@ import builtins
 import keyword
 import textwrap
 
-from derive.derivation import Derivation
-from derive.plan import Plan
+from derive_cells.derivation import Derivation
+from derive_cells.plan import Plan
 
 ACRONYMS = ("lstm", "gru", "rnn", "mgu", "lru", "gla", "ssm")
 

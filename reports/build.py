@@ -8,11 +8,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from derive.derivation import derive
-from derive.emit import emit
-from derive.spec import Cell
-from reports.content import CellContent, cell_content
-from verify.report import grouped
+from derive_cells.derivation import derive
+from derive_cells.emit import emit
+from derive_cells.reports.content import CellContent, cell_content
+from derive_cells.spec import Cell
+from derive_cells.verify.report import grouped
 
 DECAY_STEPS = 100
 
@@ -58,8 +58,8 @@ class Report:
 
 def _verification(cell: Cell, deriv, folder: Path) -> list[dict]:
     """One row per check: worst array and error over both backends and both dtypes."""
-    from verify.checks import Checker
-    from verify.modules import Runner, emit_and_import
+    from derive_cells.verify.checks import Checker
+    from derive_cells.verify.modules import Runner, emit_and_import
 
     runners = {t: Runner(emit_and_import(deriv, t, folder), t) for t in ("numpy", "torch")}
     results, cache = [], {}
@@ -77,8 +77,8 @@ def _verification(cell: Cell, deriv, folder: Path) -> list[dict]:
 
 
 def _decay(deriv, folder: Path) -> dict:
-    from verify.decay import Setup, measure
-    from verify.modules import emit_and_import
+    from derive_cells.verify.decay import Setup, measure
+    from derive_cells.verify.modules import emit_and_import
 
     module = emit_and_import(deriv, "numpy", folder)
     return measure(module, deriv, Setup(steps=DECAY_STEPS)).as_dict()

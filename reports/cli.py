@@ -9,8 +9,7 @@ import tempfile
 from pathlib import Path
 
 import click
-
-from derive.cli import (
+from derive_cells.cli import (
     OUTPUT_PATH,
     check_outputs,
     fail,
@@ -72,17 +71,17 @@ def report(cells, output, fmt, train, train_epochs):
     loaded = load_cells(cells, "derive-cells report")
     inputs = spec_files(cells)
     check_outputs({"-o": output}, inputs, "derive-cells report")
-    from reports.build import build
+    from derive_cells.reports.build import build
 
     progress = lambda m: click.echo(f"report: {m}", err=True)  # noqa: E731
     learning = _learning(train, train_epochs, loaded, progress) if train else None
     data = build(loaded, progress=progress, learning=learning)
     if fmt == "html":
-        from reports.html import render_html
+        from derive_cells.reports.html import render_html
 
         write_output(output, render_html(data), "derive-cells report")
     else:
-        from reports.latex import render_latex
+        from derive_cells.reports.latex import render_latex
 
         stem = "report" if output == "-" else Path(output).stem
         tex, figures = render_latex(data, stem)
@@ -120,9 +119,9 @@ def _learning(train: str, epochs: int, cells, progress) -> dict:
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
             _fail(f"--train {train}: not a result of derive-cells train --format json ({exc})")
         return result
-    from derive.derivation import derive
-    from verify import experiment
-    from verify.train import Config
+    from derive_cells.derivation import derive
+    from derive_cells.verify import experiment
+    from derive_cells.verify.train import Config
 
     config = Config(epochs=epochs)
     try:

@@ -11,11 +11,17 @@ import re
 from dataclasses import dataclass, field
 
 import sympy
-
-from derive.derivation import Backprop, Derivation, JacobianTerm
-from derive.display import Display, default_display, parse_latex_name
-from derive.spec import prev
-from reports.notation import Diag, MatTVec, Partial, ReportLatexPrinter, ReportMathMLPrinter, TotalD
+from derive_cells.derivation import Backprop, Derivation, JacobianTerm
+from derive_cells.display import Display, default_display, parse_latex_name
+from derive_cells.reports.notation import (
+    Diag,
+    MatTVec,
+    Partial,
+    ReportLatexPrinter,
+    ReportMathMLPrinter,
+    TotalD,
+)
+from derive_cells.spec import prev
 
 
 @dataclass
@@ -169,7 +175,7 @@ def _backprop(deriv: Derivation, e) -> sympy.Expr:
 
 
 def _params(deriv: Derivation) -> list[tuple[str, str, str]]:
-    from derive.plan import make_plan
+    from derive_cells.plan import make_plan
 
     cell = deriv.cell
     out = []

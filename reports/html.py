@@ -8,12 +8,11 @@ from html import escape
 from pathlib import Path
 from types import SimpleNamespace
 
+import derive_cells
 import jinja2
-
-import derive
-from reports.build import Report
-from reports.notation import math_block
-from reports.plots import decay_figure, learning_figures, render
+from derive_cells.reports.build import Report
+from derive_cells.reports.notation import math_block
+from derive_cells.reports.plots import decay_figure, learning_figures, render
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -79,4 +78,4 @@ def render_html(report: Report) -> str:
     template = env.get_template("report.html.j2")
     view = SimpleNamespace(title=report.title, cells=cells, decay_setup=report.decay_setup,
                            learning=learning)
-    return template.render(report=view, version=derive.__version__, comparison_svg=comparison)
+    return template.render(report=view, version=derive_cells.__version__, comparison_svg=comparison)

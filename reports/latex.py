@@ -7,11 +7,10 @@ import re
 from pathlib import Path
 from types import SimpleNamespace
 
+import derive_cells
 import jinja2
-
-import derive
-from reports.build import Report
-from reports.plots import decay_figure, learning_figures, render
+from derive_cells.reports.build import Report
+from derive_cells.reports.plots import decay_figure, learning_figures, render
 
 TEMPLATES = Path(__file__).parent / "templates"
 _SPECIAL = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&",
@@ -103,6 +102,6 @@ def render_latex(report: Report, stem: str) -> tuple[str, dict[str, bytes]]:
                               [r["train"], r["test"], r["reached"], r["seconds"], r["decay"]]))
                   for r in report.learning_rows], figures=names)
     tex = env.get_template("report.tex.j2").render(learning=learning,
-        title=tex_escape(report.title), version=derive.__version__, cells=cells,
+        title=tex_escape(report.title), version=derive_cells.__version__, cells=cells,
         decay_setup=tex_escape(report.decay_setup), comparison_figure=comparison)
     return tex, figures

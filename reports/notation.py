@@ -12,12 +12,11 @@ from html import escape
 from xml.dom.minidom import parseString
 
 import sympy
+from derive_cells.display import Display, default_display
+from derive_cells.functions import BY_CLASS, Expm1, Positive, Sqrt
+from derive_cells.spec import MatVec
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.mathml import MathMLPresentationPrinter
-
-from derive.display import Display, default_display
-from derive.functions import BY_CLASS, Expm1, Positive, Sqrt
-from derive.spec import MatVec
 
 FUNCTION_SIGNS = {"sigmoid": "\u03c3", "tanh": "tanh", "relu": "relu", "exp": "exp",
                   "log": "log", "softplus": "softplus"}

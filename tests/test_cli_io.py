@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from derive.cli import main, write_output
-from derive.spec import builtin_cells
+from derive_cells.cli import main, write_output
+from derive_cells.spec import builtin_cells
 
 DERIVE_CELLS = Path(sys.executable).with_name("derive-cells")
 SPECS = Path(__file__).parent / "specs"

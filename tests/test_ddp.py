@@ -17,10 +17,9 @@ import textwrap
 import pytest
 import torch
 from conftest import rel_error
-
-from derive.derivation import derive
-from derive.emit import emit
-from derive.spec import load_cell
+from derive_cells.derivation import derive
+from derive_cells.emit import emit
+from derive_cells.spec import load_cell
 
 WORKER = textwrap.dedent('''
     import json, os, sys

@@ -9,12 +9,11 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from derive.cli import main
-from derive.derivation import derive
-from derive.spec import load_cell
-from verify.decay import FLOAT32_MIN_NORMAL_LOG10, Setup, make_params, measure
-from verify.modules import emit_and_import
+from derive_cells.cli import main
+from derive_cells.derivation import derive
+from derive_cells.spec import load_cell
+from derive_cells.verify.decay import FLOAT32_MIN_NORMAL_LOG10, Setup, make_params, measure
+from derive_cells.verify.modules import emit_and_import
 
 
 def sigmoid(z: float) -> float:

@@ -8,11 +8,10 @@ import tomllib
 import numpy as np
 import pytest
 from conftest import BUILTINS, TARGETS, random_params, reference_jacobian, rel_error
-
-from derive.derivation import derive
-from derive.emit import emit
-from derive.spec import cell_from_dict, load_cell
-from verify.modules import Runner, import_file
+from derive_cells.derivation import derive
+from derive_cells.emit import emit
+from derive_cells.spec import cell_from_dict, load_cell
+from derive_cells.verify.modules import Runner, import_file
 
 
 def chain(n: int) -> str:

@@ -26,18 +26,17 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from derive_cells.cli import main as cli
+from derive_cells.derivation import derive
+from derive_cells.emit import emit
+from derive_cells.functions import FUNCTIONS
+from derive_cells.spec import SpecError, load_cell
+from derive_cells.verify import reference
+from derive_cells.verify.inputs import dims
+from derive_cells.verify.modules import import_file
 from hypothesis import assume, event, given, note
 from hypothesis import strategies as st
 from specgen import DOMAINS, cell_specs, to_toml
-
-from derive.cli import main as cli
-from derive.derivation import derive
-from derive.emit import emit
-from derive.functions import FUNCTIONS
-from derive.spec import SpecError, load_cell
-from verify import reference
-from verify.inputs import dims
-from verify.modules import import_file
 
 pytestmark = pytest.mark.fuzz
 

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from derive_cells.cli import main
+from derive_cells.spec import builtin_cells
 from update_golden import TARGETS, golden_path, render
-
-from derive.cli import main
-from derive.spec import builtin_cells
 
 CELLS = list(builtin_cells())
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,11 +56,11 @@ def test_same_bytes_across_processes_and_hash_seeds():
 
 
 def test_header_names_cell_version_and_command():
-    import derive
+    import derive_cells
 
     text = render("gru", "numpy")
     head = text.split('"""')[1]
-    assert "gru:" in head and derive.__version__ in head
+    assert "gru:" in head and derive_cells.__version__ in head
     assert "derive-cells gru --emit numpy" in head
 
 

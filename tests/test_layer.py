@@ -13,13 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import rel_error
+from derive_cells.derivation import derive
+from derive_cells.plan import make_plan
+from derive_cells.spec import load_cell
+from derive_cells.torch_layer import class_name, roles
+from derive_cells.verify import reference
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-
-from derive.derivation import derive
-from derive.plan import make_plan
-from derive.spec import load_cell
-from derive.torch_layer import class_name, roles
-from verify import reference
 
 SPECS = Path(__file__).parent / "specs"
 NN = {"lstm": ("LSTM", lambda **k: torch.nn.LSTM(**k)),

@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import BUILTINS, TARGETS, random_params, rel_error
+from derive_cells.spec import load_cell
+from derive_cells.verify import reference
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-
-from derive.spec import load_cell
-from verify import reference
 
 SPECS = Path(__file__).parent / "specs"
 CELLS = [*BUILTINS, str(SPECS / "peephole_lstm.toml"), str(SPECS / "zoo.toml"),

@@ -14,9 +14,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from derive.cli import main
-from derive.spec import MAX_EQUATION_CHARS, MAX_EQUATIONS, MAX_SPEC_BYTES, SpecError, load_cell
+from derive_cells.cli import main
+from derive_cells.spec import (
+    MAX_EQUATION_CHARS,
+    MAX_EQUATIONS,
+    MAX_SPEC_BYTES,
+    SpecError,
+    load_cell,
+)
 
 BUILTIN_NAMES = ["gru", "lstm", "rnn", "rnn_relu", "simplified_gru"]
 DERIVE_CELLS = Path(sys.executable).with_name("derive-cells")
@@ -151,7 +156,7 @@ def test_endless_file_is_refused_without_reading_it_all(tmp_path):
     (tmp_path / "zero.toml").symlink_to("/dev/zero")
     code = ("import resource, sys\n"
             "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
-            "from derive.spec import SpecError, load_cell\n"
+            "from derive_cells.spec import SpecError, load_cell\n"
             "try:\n    load_cell('zero.toml')\n"
             "except SpecError as exc:\n    print(exc)\n    sys.exit(2)\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,

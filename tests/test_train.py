@@ -12,15 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from derive.derivation import derive
-from derive.spec import load_cell
-from verify.model import NumpyModel
-from verify.modules import emit_and_import
-from verify.optim import SGD, Adam, clip_by_global_norm
-from verify.tasks import make_task
-from verify.train import Config, Variant, train, variants
-from verify.train_check import agreement
+from derive_cells.derivation import derive
+from derive_cells.spec import load_cell
+from derive_cells.verify.model import NumpyModel
+from derive_cells.verify.modules import emit_and_import
+from derive_cells.verify.optim import SGD, Adam, clip_by_global_norm
+from derive_cells.verify.tasks import make_task
+from derive_cells.verify.train import Config, Variant, train, variants
+from derive_cells.verify.train_check import agreement
 
 SPECS = Path(__file__).parent / "specs"
 ROOT = Path(__file__).parent.parent
@@ -153,7 +152,7 @@ def test_adding_loss_is_the_mse(folder):
 
 
 def _init(v, task):
-    from verify.model import init_params
+    from derive_cells.verify.model import init_params
 
     return init_params(v.modules["numpy"], v.deriv, task.train, 16, 8, 0, None, "float64")
 
@@ -174,11 +173,11 @@ def test_numpy_backend_imports_no_torch(tmp_path):
     script.write_text(BLOCK_TORCH + """
 import tempfile
 from pathlib import Path
-from derive.derivation import derive
-from derive.spec import load_cell
-from verify.modules import emit_and_import
-from verify.tasks import make_task
-from verify.train import Config, Variant, train
+from derive_cells.derivation import derive
+from derive_cells.spec import load_cell
+from derive_cells.verify.modules import emit_and_import
+from derive_cells.verify.tasks import make_task
+from derive_cells.verify.train import Config, Variant, train
 deriv = derive(load_cell("lstm"))
 module = emit_and_import(deriv, "numpy", Path(tempfile.mkdtemp()))
 task = make_task("sentiment", n_train=64, n_test=16)
@@ -187,7 +186,7 @@ run = train(Variant("lstm", deriv, {"numpy": module}), task, Config(epochs=1, hi
 assert len(run.step_losses) == 2
 sys.argv = ["derive-cells", "train", "gru", "--epochs", "1", "--train-size", "32",
             "--test-size", "8", "--no-decay", "--format", "json"]
-from derive.cli import main
+from derive_cells.cli import main
 try:
     main()
 finally:
@@ -200,7 +199,7 @@ finally:
 
 
 def cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "derive.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "derive_cells.cli", *args], capture_output=True,
                           text=True, cwd=cwd)
 
 
@@ -265,7 +264,7 @@ def test_cli_a_diverging_run_exits_1_saying_where(backend):
 def test_cli_reviews_archive_with_a_wrong_hash_exits_2(tmp_path):
     """A file in the cache under the archive's name that is not the archive: refused by hash,
     nothing downloaded, exit 2."""
-    from verify import reviews
+    from derive_cells.verify import reviews
 
     (tmp_path / reviews.SDIST).write_bytes(b"not the archive")
     done = cli("train", "rnn", "--task", "reviews", "--data-dir", str(tmp_path), "--no-decay")

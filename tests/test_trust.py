@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import TARGETS, random_params, rel_error
+from derive_cells.spec import load_cell
 from test_spec_errors import assert_refused, eq, make_spec, write
-
-from derive.spec import load_cell
 
 SPECS = Path(__file__).parent / "specs"
 
@@ -130,9 +129,9 @@ def test_numpy_sigmoid_is_exact_over_the_float_range(emitted, dtype):
 @pytest.mark.parametrize("target", TARGETS)
 def test_softplus_derivative_keeps_its_digits_far_left(tmp_path, target):
     """softplus'(z) = sigmoid(z) ~ 4e-18 at z = -40, where 1 - exp(-softplus(z)) is 0."""
-    from derive.derivation import derive
-    from derive.emit import emit
-    from verify.modules import import_file
+    from derive_cells.derivation import derive
+    from derive_cells.emit import emit
+    from derive_cells.verify.modules import import_file
 
     path = write(tmp_path, make_spec(eq("h", "softplus(W @ x + U @ h_prev + b)")))
     source = emit(derive(load_cell(str(path))), target)
@@ -206,8 +205,7 @@ def test_shrunk_examples_that_broke_emitted_modules_are_refused(path):
     """Minimal specs the property-based test found crashing or wrong: now refused at parse
     time, by the CLI with exit status 2 and one line naming the file."""
     from click.testing import CliRunner
-
-    from derive.cli import main
+    from derive_cells.cli import main
 
     assert_refused(path, None)
     result = CliRunner().invoke(main, [str(path), "--emit", "numpy"])

@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import TARGETS, random_params, reference_jacobian, rel_error
-
-from derive.spec import load_cell
-from verify import reference
+from derive_cells.spec import load_cell
+from derive_cells.verify import reference
 
 SPECS = sorted(str(p) for p in (Path(__file__).parent / "specs").glob("*.toml"))
 

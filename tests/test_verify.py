@@ -8,11 +8,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from click.testing import CliRunner
-
-from derive.cli import main
-from derive.derivation import derive
-from derive.emit import emit
-from derive.spec import load_cell
+from derive_cells.cli import main
+from derive_cells.derivation import derive
+from derive_cells.emit import emit
+from derive_cells.spec import load_cell
 
 LSTM = {t: emit(derive(load_cell("lstm")), t) for t in ("numpy", "torch")}
 

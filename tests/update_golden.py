@@ -7,9 +7,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from derive.derivation import derive  # noqa: E402
-from derive.emit import emit  # noqa: E402
-from derive.spec import builtin_cells, load_cell  # noqa: E402
+from derive_cells.derivation import derive  # noqa: E402
+from derive_cells.emit import emit  # noqa: E402
+from derive_cells.spec import builtin_cells, load_cell  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "golden"
 TARGETS = ("numpy", "torch")

@@ -19,11 +19,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-
-from derive.spec import Cell
-from verify import reference
-from verify.inputs import Problem, compare, make_problem
-from verify.modules import Runner
+from derive_cells.spec import Cell
+from derive_cells.verify import reference
+from derive_cells.verify.inputs import Problem, compare, make_problem
+from derive_cells.verify.modules import Runner
 
 SHAPES = [(1, 1, 3, 4), (4, 3, 5, 7), (9, 2, 3, 5)]
 LENGTHS = (5, 2, 4, 1)  # a padded batch of T=5: unequal, unsorted, one full row, one of 1 step

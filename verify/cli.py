@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 
 import click
-
-from derive.cli import (
+from derive_cells.cli import (
     OUTPUT_PATH,
     check_outputs,
     fail,
@@ -33,8 +32,8 @@ def _choices(value: str, options: tuple[str, ...]) -> tuple[str, ...]:
 
 def _check_module_matches(module, cell, path: str) -> None:
     """A module file must be an emission of this cell: same states and parameter layout."""
-    from derive.derivation import derive
-    from derive.plan import make_plan
+    from derive_cells.derivation import derive
+    from derive_cells.plan import make_plan
 
     expected = make_plan(derive(cell)).params
     got = {n: tuple(b) for n, b in getattr(module, "BLOCKS", {}).items()}
@@ -80,7 +79,7 @@ def verify(cells, all_cells, backend, dtype, fmt, output, module_file, module_ce
 
     Exit status: 0 every check passed, 1 a check failed, 2 usage or input error.
     """
-    from derive.spec import builtin_cells
+    from derive_cells.spec import builtin_cells
 
     if module_file and not module_cell:
         _fail("--module needs --cell, the cell the module implements")
@@ -94,9 +93,9 @@ def verify(cells, all_cells, backend, dtype, fmt, output, module_file, module_ce
     if not names:
         _fail("name at least one cell or spec file, or use --all (see --help)")
     require_torch("derive-cells verify", "verify (its references)")
-    from verify.checks import Checker
-    from verify.modules import ModuleError, Runner, emit_and_import, load_module_file
-    from verify.report import FORMATS
+    from derive_cells.verify.checks import Checker
+    from derive_cells.verify.modules import ModuleError, Runner, emit_and_import, load_module_file
+    from derive_cells.verify.report import FORMATS
 
     loaded = load_cells(names, "derive-cells verify")
     inputs = {**spec_files(names), **({module_file: module_file} if module_file else {})}
@@ -112,7 +111,7 @@ def verify(cells, all_cells, backend, dtype, fmt, output, module_file, module_ce
                 _check_module_matches(module, cell, module_file)
                 runners = {target: Runner(module, target)}
             else:
-                from derive.derivation import derive
+                from derive_cells.derivation import derive
 
                 deriv = derive(cell)
                 runners = {t: Runner(emit_and_import(deriv, t, Path(tmp)), t)

@@ -20,9 +20,8 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from derive.derivation import Derivation
-from derive.plan import make_plan
+from derive_cells.derivation import Derivation
+from derive_cells.plan import make_plan
 
 GAMMA = {"tanh": 1.0, "relu": 1.0, "sigmoid": 0.25, "softplus": 1.0}
 FLOAT32_MIN_NORMAL_LOG10 = math.log10(np.finfo(np.float32).tiny)  # about -37.93
@@ -114,7 +113,7 @@ def check_budget(module, deriv: Derivation, setup: Setup) -> None:
 def _roles(deriv: Derivation) -> tuple[set[str], set[str], dict[str, list[str]]]:
     """Recurrent matrices, biases (vectors only ever added to a product) and the biases of each
     gate's pre-activation: the emitted module's ROLES and GATE_BIASES."""
-    from derive.torch_layer import roles
+    from derive_cells.torch_layer import roles
 
     recurrent = {m for m, kind in deriv.cell.matrices.items() if kind == "hidden"}
     role, gates = roles(deriv, make_plan(deriv))
@@ -288,8 +287,7 @@ def _predict(module, deriv, params, x, trajectory):
     """Gate product for states with a direct elementwise path; the Pascanu bound for a
     single-state cell h = phi(W h_prev + ...)."""
     import torch
-
-    from verify import reference
+    from derive_cells.verify import reference
 
     cell = deriv.cell
     blocks = {n: torch.tensor(np.asarray(v, np.float64)) for n, v in
@@ -319,7 +317,7 @@ def _predict(module, deriv, params, x, trajectory):
 
 
 def _activation(deriv, s) -> str | None:
-    from derive.functions import BY_CLASS
+    from derive_cells.functions import BY_CLASS
 
     node = deriv.node(s)
     return BY_CLASS[type(node.expr)].name if node.kind == "func" else None

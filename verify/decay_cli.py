@@ -7,8 +7,7 @@ import tempfile
 from pathlib import Path
 
 import click
-
-from derive.cli import (
+from derive_cells.cli import (
     OUTPUT_PATH,
     FiniteFloat,
     check_outputs,
@@ -119,9 +118,9 @@ def decay(cells, steps, batch, hidden, input_size, seed, recurrent_init, gain, i
     if plot and Path(plot).suffix.lower() not in PLOT_FORMATS:
         _fail(f"--plot {plot}: the file must end in .svg or .png")
     require_torch("derive-cells decay", "decay (its predictions)")
-    from derive.derivation import derive
-    from verify.decay import Setup, SetupError, check_budget, measure
-    from verify.modules import emit_and_import
+    from derive_cells.derivation import derive
+    from derive_cells.verify.decay import Setup, SetupError, check_budget, measure
+    from derive_cells.verify.modules import emit_and_import
 
     loaded = load_cells(cells, "derive-cells decay")
     check_outputs({"--plot": plot, "-o": output}, spec_files(cells), "derive-cells decay")
@@ -160,7 +159,7 @@ def decay(cells, steps, batch, hidden, input_size, seed, recurrent_init, gain, i
     else:
         text = table(results)
     if plot:
-        from reports.plots import decay_figure, render
+        from derive_cells.reports.plots import decay_figure, render
 
         data = render(decay_figure(results), PLOT_FORMATS[Path(plot).suffix.lower()])
         write_output(plot, data, "derive-cells decay")

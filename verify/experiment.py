@@ -7,8 +7,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from verify.tasks import Task, make_task
-from verify.train import Config, Variant, label, train, variants
+from derive_cells.verify.tasks import Task, make_task
+from derive_cells.verify.train import Config, Variant, label, train, variants
 
 SWEEP_KEY = {"distance": "distance", "adding": "steps"}
 
@@ -30,7 +30,7 @@ def tasks_for(task: str, seed: int, distances=None, steps=None, train_size=None,
 
 
 def _variants(derivs, forget_biases, folder: Path, targets) -> list[Variant]:
-    from verify.modules import emit_and_import
+    from derive_cells.verify.modules import emit_and_import
 
     pairs = variants(derivs, forget_biases)
     if forget_biases and all(b is None for _, b in pairs):
@@ -66,7 +66,7 @@ def describe(tasks: list[Task], key: str | None) -> str:
 def check(derivs, task: Task, config: Config, forget_biases=None, steps: int = 20,
           progress=None) -> list[dict]:
     """The --check agreement of every variant (verify/train_check.py)."""
-    from verify.train_check import agreement
+    from derive_cells.verify.train_check import agreement
 
     out = []
     with tempfile.TemporaryDirectory(prefix="derive-cells-train-") as tmp:

@@ -16,9 +16,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from verify.optim import OPTIMIZERS, clip_by_global_norm
-from verify.tasks import Dataset
+from derive_cells.verify.optim import OPTIMIZERS, clip_by_global_norm
+from derive_cells.verify.tasks import Dataset
 
 EMBEDDING, WEIGHT, BIAS = "embedding.weight", "readout.weight", "readout.bias"
 CELL = "cell."
@@ -29,7 +28,7 @@ def init_params(module, deriv, data: Dataset, embed: int, hidden: int, seed: int
     """Initial values as PyTorch draws them: the embedding from N(0, 1) (nn.Embedding), the
     cell's parameters from U(+-1/sqrt(H)) (nn.LSTM; forget_bias sets the forget gate's bias,
     split over its bias vectors), the read-out from U(+-1/sqrt(H)) (nn.Linear)."""
-    from verify.decay import Setup, make_params
+    from derive_cells.verify.decay import Setup, make_params
 
     rng = np.random.default_rng(seed)
     out = {}

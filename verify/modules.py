@@ -48,7 +48,7 @@ def load_module_file(path: str):
 
 def emit_and_import(deriv, target: str, folder: Path):
     """Emit a derivation's module for a target into folder and import it."""
-    from derive.emit import emit
+    from derive_cells.emit import emit
 
     path = folder / f"{deriv.cell.name}_{target}_bptt.py"
     path.write_text(emit(deriv, target), encoding="utf-8")

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import sympy
 import torch
-
-from derive.functions import Exp, Log, Relu, Sigmoid, Softplus, Sqrt, Tanh
-from derive.spec import Cell, MatVec
+from derive_cells.functions import Exp, Log, Relu, Sigmoid, Softplus, Sqrt, Tanh
+from derive_cells.spec import Cell, MatVec
 
 TORCH_FUNCTIONS = {
     Sigmoid: torch.sigmoid,

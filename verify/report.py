@@ -7,7 +7,7 @@ import json
 import xml.etree.ElementTree as ET
 from itertools import groupby
 
-from verify.checks import Result
+from derive_cells.verify.checks import Result
 
 
 def _key(r: Result) -> tuple[str, str, str, str]:

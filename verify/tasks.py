@@ -251,7 +251,7 @@ def make_task(name: str, seed: int = 0, n_train: int | None = None, n_test: int 
         if steps is None:
             raise ValueError("the adding task needs a number of steps (e.g. steps=50)")
         return adding(steps, seed, **sizes)
-    from verify import reviews
+    from derive_cells.verify import reviews
 
     task = reviews.load(seed=seed, data_dir=data_dir)
     train, test = task.train, task.test

@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-
-from verify.model import NumpyModel
-from verify.tasks import Task, batches
-from verify.train import Config, Variant, make_model
+from derive_cells.verify.model import NumpyModel
+from derive_cells.verify.tasks import Task, batches
+from derive_cells.verify.train import Config, Variant, make_model
 
 TOLERANCE = 1e-9
 
@@ -51,7 +50,7 @@ def _relative(a: np.ndarray, b: np.ndarray) -> float:
 def agreement(variant: Variant, task: Task, config: Config, steps: int = 20,
               tolerance: float = TOLERANCE) -> Agreement:
     """Train `steps` SGD steps (float64) with NumPy and with the reference; compare."""
-    from verify.reference import NN_MODULES
+    from derive_cells.verify.reference import NN_MODULES
 
     config = replace(config, optimizer="sgd", dtype="float64")
     np_model, params = make_model(variant, task, replace(config, backend="numpy"))

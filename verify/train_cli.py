@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 
 import click
-
-from derive.cli import (
+from derive_cells.cli import (
     OUTPUT_PATH,
     FiniteFloat,
     check_outputs,
@@ -229,9 +228,9 @@ def train(cells, task, distances, steps, backend, optimizer, lr, epochs, batch_s
             _fail(f"{option} applies to --task {applies} only, not {task}")
     if check or backend != "numpy" or (decay and not check):
         _need_torch(check, backend, decay)
-    from derive.derivation import derive
-    from verify import experiment
-    from verify.train import Config
+    from derive_cells.derivation import derive
+    from derive_cells.verify import experiment
+    from derive_cells.verify.train import Config
 
     loaded = load_cells(cells, COMMAND)
     check_outputs({"--plot": plot, "-o": output}, spec_files(cells), COMMAND)
@@ -280,7 +279,7 @@ def _need_torch(check: bool, backend: str, decay: bool) -> None:
 
 
 def _plot(result: dict, path: str) -> None:
-    from reports.plots import learning_figure, render, sweep_figure
+    from derive_cells.reports.plots import learning_figure, render, sweep_figure
 
     runs, key = result["runs"], result["sweep"]
     fig = (sweep_figure(runs, key, f"{result['task']}: final test {runs[0]['metric']} "
