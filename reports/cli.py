@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import click
@@ -18,8 +14,6 @@ from derive_cells.cli import (
     spec_files,
     write_output,
 )
-
-FORMATS = {".html": "html", ".htm": "html", ".tex": "tex", ".pdf": "pdf"}
 
 
 def _fail(message: str) -> None:
@@ -58,41 +52,29 @@ def report(cells, output, fmt, train, train_epochs):
     HTML needs nothing else; a reader opens it in any browser, offline. Exit status: 0 ok,
     2 usage or input error (including --format pdf without pdflatex).
     """
-    fmt = fmt or (None if output == "-" else FORMATS.get(Path(output).suffix.lower()))
-    if fmt is None:
-        _fail(f"{output}: cannot tell the format from the extension; use --format "
-              "html|tex|pdf or a .html, .tex or .pdf file")
-    if fmt == "tex" and output == "-":
-        _fail("--format tex writes its figures as files beside the .tex; give -o FILE.tex")
-    if fmt == "pdf" and shutil.which("pdflatex") is None:
-        _fail("--format pdf runs pdflatex, which is not installed (Debian/Ubuntu: apt-get "
-              "install texlive-latex-base); --format tex writes the .tex to compile elsewhere")
+    from derive_cells.reports import write
+
+    try:
+        fmt = write.report_format(output, fmt)
+    except write.ReportError as exc:
+        _fail(str(exc))
     require_torch("derive-cells report", "report (its verification and decay sections)")
     loaded = load_cells(cells, "derive-cells report")
     inputs = spec_files(cells)
     check_outputs({"-o": output}, inputs, "derive-cells report")
-    from derive_cells.reports.build import build
-
     progress = lambda m: click.echo(f"report: {m}", err=True)  # noqa: E731
     learning = _learning(train, train_epochs, loaded, progress) if train else None
-    data = build(loaded, progress=progress, learning=learning)
-    if fmt == "html":
-        from derive_cells.reports.html import render_html
-
-        write_output(output, render_html(data), "derive-cells report")
-    else:
-        from derive_cells.reports.latex import render_latex
-
-        stem = "report" if output == "-" else Path(output).stem
-        tex, figures = render_latex(data, stem)
-        if fmt == "tex":
-            beside = {f"figure {name}": str(Path(output).parent / name) for name in figures}
-            check_outputs({"-o": output, **beside}, inputs, "derive-cells report")
-            for name, pdf in figures.items():
-                write_output(str(Path(output).parent / name), pdf, "derive-cells report")
-            write_output(output, tex, "derive-cells report")
-        else:
-            write_output(output, _pdflatex(tex, figures, stem), "derive-cells report")
+    stem = "report" if output == "-" else Path(output).stem
+    try:
+        document, figures = write.render(loaded, fmt, stem, learning, progress)
+    except write.ReportError as exc:
+        raise click.ClickException(str(exc)) from None
+    if figures:
+        check_outputs({"-o": output, **write.figure_paths(output, figures)}, inputs,
+                      "derive-cells report")
+    for name, pdf in figures.items():
+        write_output(str(Path(output).parent / name), pdf, "derive-cells report")
+    write_output(output, document, "derive-cells report")
     if output != "-":
         click.echo(f"report: wrote {output}", err=True)
 
@@ -134,22 +116,3 @@ def _learning(train: str, epochs: int, cells, progress) -> dict:
         _fail(str(exc))
     except FloatingPointError as exc:
         _fail(f"--train {train}: {exc}")
-
-
-def _pdflatex(tex: str, figures: dict[str, bytes], stem: str) -> bytes:
-    """Compile in a temporary folder (twice, for the table of contents); return the PDF."""
-    with tempfile.TemporaryDirectory(prefix="derive-cells-pdf-") as tmp:
-        folder = Path(tmp)
-        (folder / f"{stem}.tex").write_text(tex, encoding="utf-8")
-        for name, pdf in figures.items():
-            (folder / name).write_bytes(pdf)
-        # fixed dates and IDs: the same document gives the same bytes
-        env = {**os.environ, "SOURCE_DATE_EPOCH": "0", "FORCE_SOURCE_DATE": "1"}
-        for _ in range(2):
-            run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error",
-                                  "-no-shell-escape", f"{stem}.tex"], cwd=folder, env=env,
-                                 capture_output=True, text=True, errors="replace", timeout=300)
-            if run.returncode != 0:
-                tail = "\n".join(run.stdout.splitlines()[-25:])
-                raise click.ClickException(f"pdflatex failed:\n{tail}")
-        return (folder / f"{stem}.pdf").read_bytes()
