@@ -242,10 +242,9 @@ def emit_command(cell: str, target: str | None, output: str | None):
 @main.command("list")
 def list_command():
     """List the built-in cells with their titles."""
-    import tomllib
+    from derive_cells.api import list_cells
 
-    for name, path in builtin_cells().items():
-        title = tomllib.loads(path.read_text(encoding="utf-8")).get("title", "")
+    for name, title in list_cells().items():
         click.echo(f"{name:<16} {title}")
 
 
