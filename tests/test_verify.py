@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -134,7 +135,7 @@ def test_verify_cells_and_user_spec_json_is_clean_stdout(tmp_path):
 @pytest.mark.parametrize("args, message", [
     ([], "name at least one cell"),
     (["nope"], "unknown cell"),
-    (["--module", "x.py"], "--module needs --cell"),
+    (["--module", "x.py"], "x.py: no such file"),
     (["--cell", "lstm"], "--cell names the cell of a --module file"),
     (["--module", "missing.py", "--cell", "lstm"], "no such file"),
     (["lstm", "--backend", "jax"], "Invalid value for '--backend'"),
@@ -144,6 +145,30 @@ def test_usage_and_input_errors_exit_2(args, message):
     assert code == 2
     assert message in err
     assert "Traceback" not in out + err
+
+
+def test_the_cell_of_a_module_is_read_from_its_header(tmp_path):
+    """--module without --cell: the regenerate command in the header names the cell (a built-in,
+    or a spec path found from the working directory or beside the module); a planted fault
+    still exits 1, a file with no such header exits 2."""
+    path = _module(tmp_path, "numpy")
+    code, out, _ = _verify("--module", str(path), "--dtype", "float64", "--format", "json")
+    assert code == 0 and {r["cell"] for r in json.loads(out)} == {"lstm"}
+    faulty = _module(tmp_path, "numpy", "d_f = c_prev * d_c", "d_f = -c_prev * d_c",
+                     name="faulty.py")
+    assert _verify("--module", str(faulty), "--dtype", "float64")[0] == 1
+    spec = tmp_path / "specs" / "mine.toml"
+    spec.parent.mkdir()
+    spec.write_text((Path(__file__).parent / "specs" / "gru_cho.toml").read_text())
+    kept = tmp_path / "specs" / "mine_bptt.py"
+    kept.write_text(emit(derive(load_cell(str(spec))), "torch",
+                         command="derive-cells mine.toml --emit torch"))
+    code, out, err = _verify("--module", str(kept), "--dtype", "float64", "--format", "json")
+    assert code == 0, err
+    bare = tmp_path / "bare.py"
+    bare.write_text('"""An emitted module, once."""\nSTATE = ("h",)\n')
+    code, _, err = _verify("--module", str(bare))
+    assert code == 2 and "names no cell" in err and "give --cell" in err
 
 
 def test_a_file_that_is_not_an_emitted_module_exits_2(tmp_path):

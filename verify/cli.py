@@ -30,6 +30,40 @@ def _choices(value: str, options: tuple[str, ...]) -> tuple[str, ...]:
     return options if value == "all" else (value,)
 
 
+def cell_of_module(path: str) -> str:
+    """The cell an emitted module names in its header ('Regenerate with:  derive-cells CELL
+    --emit TARGET'), read without running the file: a built-in name, or a spec path as given
+    there (relative to the working directory, else to the module's folder)."""
+    import ast
+    import re
+    import shlex
+
+    if not Path(path).is_file():
+        _fail(f"{path}: no such file")
+    try:
+        doc = ast.get_docstring(ast.parse(Path(path).read_text(encoding="utf-8"))) or ""
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError) as exc:
+        _fail(f"{path}: cannot read its header ({exc}); give --cell")
+    found = re.search(r"^Regenerate with:\s+(.+)$", doc, re.M)
+    try:
+        words = shlex.split(found.group(1)) if found else []
+    except ValueError:
+        words = []
+    if len(words) != 4 or words[0] != "derive-cells" or words[2] != "--emit":
+        _fail(f"{path}: its header names no cell (no 'Regenerate with:  derive-cells CELL "
+              "--emit TARGET' line); give --cell")
+    cell = words[1]
+    from derive_cells.spec import builtin_cells
+
+    if cell in builtin_cells() or Path(cell).is_file():
+        return cell
+    beside = Path(path).parent / cell
+    if beside.is_file():
+        return str(beside)
+    _fail(f"{path}: its header names the spec {cell}, which is not found from here or beside "
+          "the module; give --cell")
+
+
 def _check_module_matches(module, cell, path: str) -> None:
     """A module file must be an emission of this cell: same states and parameter layout."""
     from derive_cells.derivation import derive
@@ -57,9 +91,12 @@ def _check_module_matches(module, cell, path: str) -> None:
               help="Write the report to FILE ('-': stdout, the default).")
 @click.option("--module", "module_file", type=click.Path(dir_okay=False),
               help="Check this emitted module file (kept, perhaps edited, in your repository) "
-                   "instead of freshly emitted code; needs --cell. The file is imported and so "
+                   "instead of freshly emitted code; its cell is read from the file's header "
+                   "(the regenerate command) unless --cell names it. The file is imported and so "
                    "RUNS, as `python FILE` would: only pass a file you trust.")
-@click.option("--cell", "module_cell", help="The cell (name or spec) that --module implements.")
+@click.option("--cell", "module_cell",
+              help="The cell (name or spec) that --module implements (default: the one its "
+                   "header's regenerate command names).")
 def verify(cells, all_cells, backend, dtype, fmt, output, module_file, module_cell):
     """Check emitted gradients against independent references.
 
@@ -82,7 +119,7 @@ def verify(cells, all_cells, backend, dtype, fmt, output, module_file, module_ce
     from derive_cells.spec import builtin_cells
 
     if module_file and not module_cell:
-        _fail("--module needs --cell, the cell the module implements")
+        module_cell = cell_of_module(module_file)
     if module_cell and not module_file:
         _fail("--cell names the cell of a --module file; give cells as arguments otherwise")
     if module_file and (cells or all_cells):
