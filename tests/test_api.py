@@ -159,3 +159,12 @@ def test_api_ignores_user_files_in_the_working_directory(tmp_path):
                                              "DERIVE_CELLS_CACHE": str(tmp_path / "c")})
     assert done.returncode == 0, done.stderr
     assert "DecayResult rnn" in done.stdout
+
+
+def test_the_module_docstring_examples_run():
+    import doctest
+
+    import derive_cells.api
+
+    failures, tried = doctest.testmod(derive_cells.api)
+    assert tried >= 3 and failures == 0
