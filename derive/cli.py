@@ -207,13 +207,16 @@ def main():
 
 
 @main.command("emit")
-@click.argument("cell")
+@click.argument("cell", nargs=-1, required=True, metavar="CELL")
 @click.option("--emit", "target", type=click.Choice(EMIT_TARGETS), default=None,
               help="Emit a standalone module for this library (default: print the derivation).")
 @click.option("-o", "--output", type=OUTPUT_PATH, metavar="FILE",
               help="Write to FILE instead of stdout ('-': stdout). A symbolic link is written "
                    "through; a FIFO or device is written in place.")
-def emit_command(cell: str, target: str | None, output: str | None):
+@click.option("--check", is_flag=True,
+              help="The arguments are emitted module files: exit 1 if any differs from what "
+                   "its header's `Regenerate with:` command prints now (a stale module).")
+def emit_command(cell: tuple[str, ...], target: str | None, output: str | None, check: bool):
     """Print a cell's derivation, or emit its forward/backward module.
 
     `derive-cells CELL ...` is short for `derive-cells emit CELL ...`. CELL is a built-in cell
@@ -223,6 +226,13 @@ def emit_command(cell: str, target: str | None, output: str | None):
     """
     from derive_cells.derivation import derive as run_derivation
 
+    if check:
+        if target or output:
+            fail("--check reads the cell and target from each file; give neither --emit nor -o")
+        sys.exit(_check_regenerated(cell))
+    if len(cell) != 1:
+        fail("give one CELL (several module files: --check FILE...)")
+    (cell,) = cell
     (spec,) = load_cells([cell])
     check_outputs({"-o": output}, spec_files([cell]))
     deriv = run_derivation(spec)
@@ -237,6 +247,36 @@ def emit_command(cell: str, target: str | None, output: str | None):
     write_output(output or "-", text)
     if output and output != "-":
         click.echo(f"wrote {output}", err=True)
+
+
+def _check_regenerated(files) -> int:
+    """1 if an emitted module file differs from what its header's command prints now."""
+    import difflib
+
+    from derive_cells.derivation import derive as run_derivation
+    from derive_cells.emit import emit
+    from derive_cells.header import HeaderError, cell_of_module, regenerate_command
+
+    stale = 0
+    for path in files:
+        try:
+            cell = cell_of_module(path)  # the spec as found (cwd, else beside the module)
+            written, target = regenerate_command(path)  # the cell as the header spells it
+        except HeaderError as exc:
+            fail(str(exc))
+        (spec,) = load_cells([cell])
+        fresh = emit(run_derivation(spec), target,
+                     command=f"derive-cells {shlex.quote(written)} --emit {target}")
+        kept = Path(path).read_text(encoding="utf-8")
+        if kept == fresh:
+            continue
+        stale = 1
+        diff = difflib.unified_diff(kept.splitlines(), fresh.splitlines(), n=0, lineterm="")
+        changed = [d for d in diff if d[:1] in "-+" and d[:3] not in ("---", "+++")]
+        first = changed[0] if changed else "line endings"
+        click.echo(f"{path}: stale: not what `derive-cells {shlex.quote(written)} --emit "
+                   f"{target}` emits now (first difference: {first.strip()[:100]})", err=True)
+    return stale
 
 
 @main.command("list")

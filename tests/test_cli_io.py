@@ -475,7 +475,7 @@ def test_decay_help_documents_the_ranges():
 def test_verify_help_says_that_module_runs_the_file():
     text = " ".join(cli("verify", "--help").stdout.split())
     assert "RUNS, as `python FILE` would" in text
-    assert "only pass a file you trust" in text
+    assert "only pass files you trust" in text
 
 
 # ------------------------------------------ cells with an unused input, state or parameter

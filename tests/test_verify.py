@@ -237,3 +237,35 @@ def test_a_module_without_lengths_is_checked_without_them(tmp_path):
     code, rows, failed = _failures(path)
     assert code == 0 and not failed
     assert not [r for r in rows if r["check"].startswith("variable lengths")]
+
+
+def test_several_modules_each_named_by_its_header(tmp_path):
+    """--module A.py B.py (pre-commit's form): every file checked against its own cell, results
+    labelled by file; one faulty file makes the run exit 1 and is the one named."""
+    good = _module(tmp_path, "numpy", name="good_bptt.py")
+    torch_one = _module(tmp_path, "torch", name="torch_bptt.py")
+    faulty = _module(tmp_path, "numpy", "d_f = c_prev * d_c", "d_f = -c_prev * d_c",
+                     name="faulty_bptt.py")
+    code, out, _ = _verify("--module", str(good), str(torch_one), "--dtype", "float64",
+                           "--format", "json")
+    assert code == 0
+    assert {r["cell"] for r in json.loads(out)} == {f"{good} (lstm)", f"{torch_one} (lstm)"}
+    code, out, _ = _verify("--module", str(good), str(faulty), "--dtype", "float64",
+                           "--format", "json")
+    assert code == 1
+    assert {r["cell"] for r in json.loads(out) if not r["passed"]} == {f"{faulty} (lstm)"}
+
+
+def test_emit_check_finds_a_stale_module(tmp_path):
+    fresh = _module(tmp_path, "numpy", name="fresh_bptt.py")
+    result = CliRunner().invoke(main, ["emit", "--check", str(fresh)])
+    assert result.exit_code == 0, result.stderr
+    stale = _module(tmp_path, "numpy", "d_f = c_prev * d_c", "d_f = -c_prev * d_c",
+                    name="stale_bptt.py")
+    result = CliRunner().invoke(main, ["emit", "--check", str(fresh), str(stale)])
+    assert result.exit_code == 1
+    assert f"{stale}: stale" in result.stderr and str(fresh) not in result.stderr
+    bare = tmp_path / "bare.py"
+    bare.write_text('"""No header."""\n')
+    result = CliRunner().invoke(main, ["emit", "--check", str(bare)])
+    assert result.exit_code == 2 and "names no cell" in result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -31,37 +32,14 @@ def _choices(value: str, options: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def cell_of_module(path: str) -> str:
-    """The cell an emitted module names in its header ('Regenerate with:  derive-cells CELL
-    --emit TARGET'), read without running the file: a built-in name, or a spec path as given
-    there (relative to the working directory, else to the module's folder)."""
-    import ast
-    import re
-    import shlex
+    """The cell a module file's header names (see derive_cells.header); exits 2 if none."""
+    from derive_cells.header import HeaderError
+    from derive_cells.header import cell_of_module as read
 
-    if not Path(path).is_file():
-        _fail(f"{path}: no such file")
     try:
-        doc = ast.get_docstring(ast.parse(Path(path).read_text(encoding="utf-8"))) or ""
-    except (OSError, UnicodeDecodeError, SyntaxError, ValueError) as exc:
-        _fail(f"{path}: cannot read its header ({exc}); give --cell")
-    found = re.search(r"^Regenerate with:\s+(.+)$", doc, re.M)
-    try:
-        words = shlex.split(found.group(1)) if found else []
-    except ValueError:
-        words = []
-    if len(words) != 4 or words[0] != "derive-cells" or words[2] != "--emit":
-        _fail(f"{path}: its header names no cell (no 'Regenerate with:  derive-cells CELL "
-              "--emit TARGET' line); give --cell")
-    cell = words[1]
-    from derive_cells.spec import builtin_cells
-
-    if cell in builtin_cells() or Path(cell).is_file():
-        return cell
-    beside = Path(path).parent / cell
-    if beside.is_file():
-        return str(beside)
-    _fail(f"{path}: its header names the spec {cell}, which is not found from here or beside "
-          "the module; give --cell")
+        return read(path)
+    except HeaderError as exc:
+        _fail(f"{exc}; give --cell")
 
 
 def _check_module_matches(module, cell, path: str) -> None:
@@ -91,9 +69,11 @@ def _check_module_matches(module, cell, path: str) -> None:
               help="Write the report to FILE ('-': stdout, the default).")
 @click.option("--module", "module_file", type=click.Path(dir_okay=False),
               help="Check this emitted module file (kept, perhaps edited, in your repository) "
-                   "instead of freshly emitted code; its cell is read from the file's header "
-                   "(the regenerate command) unless --cell names it. The file is imported and so "
-                   "RUNS, as `python FILE` would: only pass a file you trust.")
+                   "instead of freshly emitted code, and the files given as arguments after it "
+                   "(--module A.py B.py ...: how pre-commit passes files); each one's cell is "
+                   "read from its header (the regenerate command) unless --cell names it. A "
+                   "file is imported and so RUNS, as `python FILE` would: only pass files you "
+                   "trust.")
 @click.option("--cell", "module_cell",
               help="The cell (name or spec) that --module implements (default: the one its "
                    "header's regenerate command names).")
@@ -109,7 +89,8 @@ def verify(cells, all_cells, backend, dtype, fmt, output, module_file, module_ce
     \b
       derive-cells verify --all
       derive-cells verify lstm my_cell.toml --dtype float64 --format junit -o verify.xml
-      derive-cells verify --module lstm_bptt.py --cell lstm
+      derive-cells verify --module lstm_bptt.py            (the cell from its header)
+      derive-cells verify --module lstm_bptt.py gru_bptt.py --cell gru   (... or named)
 
     --module imports the file, which executes it like `python FILE`; check only files you
     trust (your own emitted modules), never one from an untrusted source.
@@ -118,15 +99,14 @@ def verify(cells, all_cells, backend, dtype, fmt, output, module_file, module_ce
     """
     from derive_cells.spec import builtin_cells
 
-    if module_file and not module_cell:
-        module_cell = cell_of_module(module_file)
     if module_cell and not module_file:
         _fail("--cell names the cell of a --module file; give cells as arguments otherwise")
-    if module_file and (cells or all_cells):
-        _fail("--module checks one file; do not also give cells or --all")
+    if module_file and all_cells:
+        _fail("--module checks module files; do not also give --all")
     names = list(builtin_cells()) if all_cells else list(cells)
+    files = [module_file, *cells] if module_file else []
     if module_file:
-        names = [module_cell]
+        names = [module_cell or cell_of_module(f) for f in files]
     if not names:
         _fail("name at least one cell or spec file, or use --all (see --help)")
     require_torch("derive-cells verify", "verify (its references)")
@@ -134,13 +114,17 @@ def verify(cells, all_cells, backend, dtype, fmt, output, module_file, module_ce
     from derive_cells.verify.modules import ModuleError, Runner, emit_and_import, load_module_file
     from derive_cells.verify.report import FORMATS
 
-    loaded = load_cells(names, "derive-cells verify")
-    inputs = {**spec_files(names), **({module_file: module_file} if module_file else {})}
+    if files:  # one cell per file, in order (load_cells gives each name once)
+        loaded = [load_cells([n], "derive-cells verify")[0] for n in names]
+    else:
+        loaded = load_cells(names, "derive-cells verify")
+    inputs = {**spec_files(names), **{f: f for f in files}}
     check_outputs({"-o": output}, inputs, "derive-cells verify")
     results, start = [], time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="derive-cells-verify-") as tmp:
-        for cell in loaded:
+        for i, cell in enumerate(loaded):
             if module_file:
+                module_file = files[i]
                 try:
                     module, target = load_module_file(module_file)
                 except ModuleError as exc:
@@ -157,14 +141,18 @@ def verify(cells, all_cells, backend, dtype, fmt, output, module_file, module_ce
             for dt in _choices(dtype, DTYPES):
                 for target, runner in runners.items():
                     other = runners.get("torch") if target == "numpy" else None
-                    click.echo(f"verify: {cell.name} {target} {dt} ...", err=True)
+                    label = f"{module_file} ({cell.name})" if module_file else cell.name
+                    click.echo(f"verify: {label} {target} {dt} ...", err=True)
                     try:
-                        results += list(Checker(cell, runner, target, dt, other, cache).all())
+                        found = list(Checker(cell, runner, target, dt, other, cache).all())
                     except (ValueError, TypeError, KeyError, AttributeError) as exc:
                         if not module_file:
                             raise
                         _fail(f"{module_file} does not run as a module of {cell.name}: "
                               f"{type(exc).__name__}: {exc}")
+                    if len(files) > 1:  # several modules: each result names its file
+                        found = [replace(r, cell=label) for r in found]
+                    results += found
     text = FORMATS[fmt](results)
     failed = sum(1 for r in results if not r.passed)
     click.echo(f"verify: {len(results)} arrays compared in {time.perf_counter() - start:.1f} s,"
