@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import click
+
 import derive_cells
 from derive_cells import output as _output
 from derive_cells.spec import SpecError, builtin_cells, load_cell

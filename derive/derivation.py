@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import sympy
+
 from derive_cells.functions import BY_CLASS, CellFunction
 from derive_cells.spec import RESERVED_NAMES, Cell, MatVec, prev
 

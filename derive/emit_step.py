@@ -7,6 +7,7 @@ comment with its numbered equation, and every derivative rule is written beside 
 from __future__ import annotations
 
 import sympy
+
 from derive_cells.derivation import Backprop, JacobianTerm
 from derive_cells.functions import FUNCTIONS
 from derive_cells.spec import prev

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import sympy
+
 from derive_cells.derivation import Derivation, Group, JacobianTerm
 from derive_cells.functions import BY_CLASS
 from derive_cells.spec import RESERVED_NAMES, prev

@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 
 import sympy
+from sympy.printing.pycode import PythonCodePrinter
+
 from derive_cells.derivation import Backprop
 from derive_cells.functions import BY_CLASS, DERIVATIVE_HELPERS, CellFunction
-from sympy.printing.pycode import PythonCodePrinter
 
 _SPACED = re.compile(r"(?<!\*)([*/])(?!\*)")  # a lone * or /, not either half of **
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import sympy
+
 from derive_cells.display import parse_latex_name
 from derive_cells.functions import FUNCTIONS
 

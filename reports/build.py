@@ -15,6 +15,7 @@ from derive_cells.spec import Cell
 from derive_cells.verify.report import grouped
 
 DECAY_STEPS = 100
+FORGET_BIAS = 1.0
 
 
 @dataclass
@@ -76,16 +77,24 @@ def _verification(cell: Cell, deriv, folder: Path) -> list[dict]:
     return rows
 
 
-def _decay(deriv, folder: Path) -> dict:
-    from derive_cells.verify.decay import Setup, measure
-    from derive_cells.verify.modules import emit_and_import
+def _decay(deriv, module, forget_bias: float | None = None) -> dict | None:
+    """The decay measurement at PyTorch's initialization, or with the forget gate's bias set
+    (None for a cell without a forget gate 'f' with a bias)."""
+    from derive_cells.verify.decay import Setup, SetupError, measure
 
-    module = emit_and_import(deriv, "numpy", folder)
-    return measure(module, deriv, Setup(steps=DECAY_STEPS)).as_dict()
+    try:
+        return measure(module, deriv, Setup(steps=DECAY_STEPS,
+                                            forget_bias=forget_bias)).as_dict()
+    except SetupError:
+        if forget_bias is None:
+            raise
+        return None
 
 
 def build(cells: list[Cell], progress=None, learning: dict | None = None) -> Report:
     """learning: a training result (verify.experiment.run) shown as the Learning section."""
+    from derive_cells.verify.modules import emit_and_import
+
     contents = []
     with tempfile.TemporaryDirectory(prefix="derive-cells-report-") as tmp:
         for cell in cells:
@@ -97,7 +106,10 @@ def build(cells: list[Cell], progress=None, learning: dict | None = None) -> Rep
             folder = Path(tmp) / re.sub(r"\W", "_", cell.name)
             folder.mkdir()
             content.verification = _verification(cell, deriv, folder)
-            content.decay = _decay(deriv, folder)
+            module = emit_and_import(deriv, "numpy", folder)
+            content.decay = _decay(deriv, module)
+            # the common initialization of a forget gate (Jozefowicz et al. 2015), beside it
+            content.decay_forget_bias = _decay(deriv, module, forget_bias=FORGET_BIAS)
             contents.append(content)
     return Report(contents, f"T={DECAY_STEPS}, B=16, H=I=32, PyTorch's initialization, "
                             "standard-normal inputs, float64", learning)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+
 from derive_cells.cli import (
     OUTPUT_PATH,
     check_outputs,

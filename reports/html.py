@@ -8,10 +8,12 @@ from html import escape
 from pathlib import Path
 from types import SimpleNamespace
 
-import derive_cells
 import jinja2
+
+import derive_cells
 from derive_cells.reports.build import Report
-from derive_cells.reports.notation import math_block
+from derive_cells.reports.content import prediction_label, source_runs
+from derive_cells.reports.notation import aligned_block, inline_math, math_block
 from derive_cells.reports.plots import decay_figure, learning_figures, render
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -34,13 +36,39 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", name)
 
 
+def _note_html(e, slug: str) -> str:
+    """from (k) with links to the forward equations, where the adjoint goes, and the
+    derivative rules as MathML."""
+    parts = []
+    if e.sources:
+        cites = ", ".join(
+            f'(<a href="#{slug}-eq-{a}">{a}</a>)' if a == b else
+            f'(<a href="#{slug}-eq-{a}">{a}</a>)\u2013(<a href="#{slug}-eq-{b}">{b}</a>)'
+            for a, b in source_runs(e.sources))
+        parts.append(f"from {cites}")
+    if e.goes:
+        parts.append(escape(e.goes))
+    parts += [inline_math(latex, mathml) for latex, mathml in e.rules]
+    if not parts and e.note:
+        parts.append(escape(e.note))
+    return "; ".join(parts)
+
+
 def _equation_html(e, slug: str) -> str:
-    block = math_block(e.latex, e.mathml, e.number, f"{slug}-{e.anchor}" if e.anchor else "")
-    if e.note:
-        block = block.replace("</div>", f'<span class="note">{escape(e.note)}</span></div>', 1)
-    for latex, mathml in e.more:  # a long sum, one term a line
-        block += math_block(latex, mathml).replace('class="eq"', 'class="eq cont"', 1)
-    return block
+    anchor = f"{slug}-{e.anchor}" if e.anchor else ""
+    return math_block(e.latex, e.mathml, e.number, anchor, _note_html(e, slug))
+
+
+def _aligned_html(equations) -> str:
+    """Unnumbered equations (the Jacobian blocks) as one display, one term a row, aligned at
+    = and +."""
+    rows, latex = [], []
+    for e in equations:
+        left, right = e.mathml.split("<mo>=</mo>", 1)
+        rows.append((left, "=", right))
+        rows += [("", "+", m.removeprefix("<mo>+</mo>")) for _, m in e.more]
+        latex.append(" ".join([e.latex, *(m for m, _ in e.more)]))
+    return aligned_block(rows, r" \\ ".join(latex)) if rows else ""
 
 
 def render_html(report: Report) -> str:
@@ -52,13 +80,26 @@ def render_html(report: Report) -> str:
         slug = _slug(c.name)
         view = dict(vars(c))
         view["slug"] = slug
-        for part in ("forward", "backward", "gradients", "jacobian", "jacobian_where"):
+        for part in ("forward", "backward", "gradients"):
             view[part] = [{"html": _equation_html(e, slug)} for e in getattr(c, part)]
-        view["decay_svg"] = inline_svg(render(decay_figure([c.decay], f"{c.name}: gradient "
-                                                           "norm across timesteps"), "svg"),
+        for part in ("jacobian", "jacobian_where"):
+            view[part] = _aligned_html(getattr(c, part))
+        view["decay_svg"] = inline_svg(render(decay_figure(c.decay_measurements,
+                                                           f"{c.name}: gradient norm across "
+                                                           "timesteps"), "svg"),
                                        f"{slug}-decay-")
         view["checks"] = len(c.verification)
         view["passed"] = sum(1 for r in c.verification if r["passed"])
+        view["grid"] = c.verification_grid
+        view["families"] = c.verification_families
+        view["decay_rows"] = [{**r, "kind_html": prediction_label(r["kind"])[0]}
+                              for r in c.decay_rows]
+        view["gate_states"] = c.gate_states
+        view["forget_summary"] = c.forget_summary
+        view["bounded"] = c.bounded
+        view["direct_paths"] = {s: inline_math(*shown) for s, shown in c.direct_paths.items()}
+        view["preactivations"] = [(inline_math(latex, mathml), k)
+                                  for latex, mathml, k in c.preactivations]
         cells.append(SimpleNamespace(**view))
     comparison = ""
     if len(report.cells) > 1:

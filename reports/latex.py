@@ -7,9 +7,11 @@ import re
 from pathlib import Path
 from types import SimpleNamespace
 
-import derive_cells
 import jinja2
+
+import derive_cells
 from derive_cells.reports.build import Report
+from derive_cells.reports.content import prediction_label, source_runs
 from derive_cells.reports.plots import decay_figure, learning_figures, render
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -37,6 +39,29 @@ def _num(value, spec: str) -> str:
     return "--" if value is None else format(value, spec)
 
 
+def _note_tex(e, slug: str) -> str:
+    """from (k) as references to the forward equations, where the adjoint goes, and the
+    derivative rules as mathematics."""
+    parts = []
+    if e.sources:
+        parts.append("from " + ", ".join(
+            rf"\eqref{{{slug}-eq-{a}}}" if a == b else
+            rf"\eqref{{{slug}-eq-{a}}}--\eqref{{{slug}-eq-{b}}}"
+            for a, b in source_runs(e.sources)))
+    if e.goes:
+        parts.append(tex_escape(e.goes).replace("t-1", "$t-1$"))
+    parts += [f"${latex}$" for latex, _ in e.rules]
+    if not parts and e.note:
+        parts.append(tex_escape(e.note))
+    return "; ".join(parts)
+
+
+def _verification_row(r: dict) -> str:
+    return " & ".join([tex_escape(r["backend"]), tex_escape(r["dtype"]), tex_escape(r["check"]),
+                       tex_escape(r["array"]), f"{r['error']:.1e}", f"{r['tolerance']:.0e}",
+                       "ok" if r["passed"] else r"\textbf{FAIL}"])
+
+
 def render_latex(report: Report, stem: str) -> tuple[str, dict[str, bytes]]:
     """The .tex text and its figures ({file name: PDF bytes})."""
     env = jinja2.Environment(
@@ -49,37 +74,46 @@ def render_latex(report: Report, stem: str) -> tuple[str, dict[str, bytes]]:
     for c in report.cells:
         slug = re.sub(r"[^A-Za-z0-9]", "-", c.name)
         figure = f"{stem}-{slug}-decay.pdf"
-        figures[figure] = render(decay_figure([c.decay], f"{c.name}: gradient norm across "
-                                              "timesteps"), "pdf")
+        figures[figure] = render(decay_figure(c.decay_measurements, f"{c.name}: gradient norm "
+                                              "across timesteps"), "pdf")
         for e in (*c.forward, *c.backward, *c.gradients, *c.jacobian, *c.jacobian_where):
             e.latex_aligned = _aligned(e.latex)
-            e.note_tex = tex_escape(e.note)
+            e.note_tex = _note_tex(e, slug)
             e.more_tex = [m[0] for m in e.more]
-        d = c.decay
         cells.append(SimpleNamespace(
             **{k: getattr(c, k) for k in ("forward", "backward", "gradients", "jacobian",
-                                          "jacobian_where", "param_count", "macs")},
+                                          "jacobian_where", "param_count", "macs",
+                                          "bounded")},
+            gate_states=[tex_escape(s) for s in c.gate_states],
             name=tex_escape(c.name), title=tex_escape(c.title), slug=slug,
             input_tex=tex_escape(c.input), output_tex=tex_escape(c.output),
             state_tex=tex_escape(", ".join(c.state)),
             params=[tuple(tex_escape(v) for v in row) for row in c.params],
             code_text="\n".join(line for line, _ in c.code).replace("\\end{verbatim}", ""),
-            verification_tex=[" & ".join([tex_escape(r["backend"]), tex_escape(r["dtype"]),
-                                          tex_escape(r["check"]), tex_escape(r["array"]),
-                                          f"{r['error']:.1e}", f"{r['tolerance']:.0e}",
-                                          "ok" if r["passed"] else r"\textbf{FAIL}"])
-                              for r in c.verification],
+            verification_tex=[_verification_row(r) for r in c.verification],
+            grid_tex=[f"{tex_escape(g['backend'])} & {tex_escape(g['dtype'])} & "
+                      f"{g['passed']} / {g['checks']}" for g in c.verification_grid],
+            families_tex=[" & ".join([tex_escape(f["family"]), f"{f['passed']} / {f['checks']}",
+                                      f"{f['worst']['error']:.1e}",
+                                      f"{f['worst']['tolerance']:.0e}",
+                                      tex_escape(f"{f['worst']['backend']} "
+                                                 f"{f['worst']['dtype']}, "
+                                                 f"{f['worst']['array']}")])
+                          for f in c.verification_families],
             checks=len(c.verification), passed=sum(r["passed"] for r in c.verification),
-            figure=figure,
-            decay_tex=[" & ".join([tex_escape(s), _num(d["rate_per_step"][s], ".4g"),
-                                   (f"{d['predicted_rate_per_step'][s]:.4g} "
-                                    f"({tex_escape(d['prediction'][s])})")
-                                   if d["predicted_rate_per_step"][s] is not None else "--",
-                                   _num(d["time_constant"][s], ".3g"),
-                                   _num(d["half_life"][s], ".3g")])
-                       for s in d["rate_per_step"]],
+            figure=figure, forget=c.decay_forget_bias is not None,
+            forget_summary=c.forget_summary and {k: tex_escape(v).replace("\u2013", "--")
+                                                  for k, v in c.forget_summary.items()},
+            preactivations=[(latex, k) for latex, _, k in c.preactivations],
+            direct_paths={tex_escape(s): latex for s, (latex, _) in c.direct_paths.items()},
+            decay_tex=[" & ".join(([tex_escape(r["setup"])] if c.decay_forget_bias else []) +
+                                  [tex_escape(r["state"]), _num(r["rate"], ".4g"),
+                                   f"{r['predicted']:.4g} ({prediction_label(r['kind'])[1]})"
+                                   if r["predicted"] is not None else "--",
+                                   _num(r["tau"], ".3g"), _num(r["half_life"], ".3g")])
+                       for r in c.decay_rows],
             decay_notes_tex=[f"{tex_escape(s)}: {tex_escape(note)}"
-                             for s, note in d.get("notes", {}).items()]))
+                             for s, note in c.decay.get("notes", {}).items()]))
     comparison = ""
     if len(report.cells) > 1:
         comparison = f"{stem}-comparison-decay.pdf"

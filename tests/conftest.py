@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
+
 from derive_cells.derivation import derive
 from derive_cells.emit import emit
 from derive_cells.spec import load_cell
 from derive_cells.verify.inputs import random_params  # noqa: F401  (re-exported for the tests)
 from derive_cells.verify.modules import Runner, import_file
-from hypothesis import HealthCheck, settings
 
 BUILTINS = ["rnn", "rnn_relu", "lstm", "gru", "simplified_gru"]
 
@@ -68,6 +69,7 @@ def reference_jacobian(cell, mod, x_t, state, params) -> dict:
     """d s_t / d s'_{t-1} by torch.autograd.functional.jacobian over verify/reference.py's step:
     {(s, s'): (B, H, H) array}, for comparison with an emitted module's step_jacobian."""
     import torch
+
     from derive_cells.verify import reference
 
     blocks = reference.unpack(cell, {n: torch.tensor(v) for n, v in params.items()})

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from derive_cells.cli import main, write_output
 from derive_cells.spec import builtin_cells
 

@@ -17,6 +17,7 @@ import textwrap
 import pytest
 import torch
 from conftest import rel_error
+
 from derive_cells.derivation import derive
 from derive_cells.emit import emit
 from derive_cells.spec import load_cell

@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
 from derive_cells.cli import main
 from derive_cells.derivation import derive
 from derive_cells.spec import load_cell

@@ -8,6 +8,7 @@ import tomllib
 import numpy as np
 import pytest
 from conftest import BUILTINS, TARGETS, random_params, reference_jacobian, rel_error
+
 from derive_cells.derivation import derive
 from derive_cells.emit import emit
 from derive_cells.spec import cell_from_dict, load_cell

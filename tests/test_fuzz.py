@@ -26,6 +26,10 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from hypothesis import assume, event, given, note
+from hypothesis import strategies as st
+from specgen import DOMAINS, cell_specs, to_toml
+
 from derive_cells.cli import main as cli
 from derive_cells.derivation import derive
 from derive_cells.emit import emit
@@ -34,9 +38,6 @@ from derive_cells.spec import SpecError, load_cell
 from derive_cells.verify import reference
 from derive_cells.verify.inputs import dims
 from derive_cells.verify.modules import import_file
-from hypothesis import assume, event, given, note
-from hypothesis import strategies as st
-from specgen import DOMAINS, cell_specs, to_toml
 
 pytestmark = pytest.mark.fuzz
 

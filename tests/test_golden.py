@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from update_golden import TARGETS, golden_path, render
+
 from derive_cells.cli import main
 from derive_cells.spec import builtin_cells
-from update_golden import TARGETS, golden_path, render
 
 CELLS = list(builtin_cells())
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import rel_error
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
 from derive_cells.derivation import derive
 from derive_cells.plan import make_plan
 from derive_cells.spec import load_cell
 from derive_cells.torch_layer import class_name, roles
 from derive_cells.verify import reference
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 SPECS = Path(__file__).parent / "specs"
 NN = {"lstm": ("LSTM", lambda **k: torch.nn.LSTM(**k)),

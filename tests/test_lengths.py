@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import BUILTINS, TARGETS, random_params, rel_error
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
 from derive_cells.spec import load_cell
 from derive_cells.verify import reference
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 SPECS = Path(__file__).parent / "specs"
 CELLS = [*BUILTINS, str(SPECS / "peephole_lstm.toml"), str(SPECS / "zoo.toml"),

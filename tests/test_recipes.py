@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 import pytest
+
 from derive_cells.cli import main as cli_main
 from derive_cells.spec import builtin_cells
 

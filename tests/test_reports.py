@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
 from derive_cells.cli import main
 
 IN_CI = bool(os.environ.get("CI"))

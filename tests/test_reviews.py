@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from derive_cells.verify import reviews
 from derive_cells.verify.reviews import DataError, fetch, load, parse, tokenize
 from derive_cells.verify.tasks import make_task

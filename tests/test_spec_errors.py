@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from derive_cells.cli import main
 from derive_cells.spec import (
     MAX_EQUATION_CHARS,

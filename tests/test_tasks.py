@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from derive_cells.verify import tasks
-from derive_cells.verify.tasks import Dataset, adding, batches, distance, make_task, sentiment
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from derive_cells.verify import tasks
+from derive_cells.verify.tasks import Dataset, adding, batches, distance, make_task, sentiment
 
 SMALL = {"n_train": 200, "n_test": 60}
 POLARITY = {**dict.fromkeys(tasks.POSITIVE, 1), **dict.fromkeys(tasks.NEGATIVE, -1)}

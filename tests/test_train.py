@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from derive_cells.derivation import derive
 from derive_cells.spec import load_cell
 from derive_cells.verify.model import NumpyModel

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import TARGETS, random_params, rel_error
-from derive_cells.spec import load_cell
 from test_spec_errors import assert_refused, eq, make_spec, write
+
+from derive_cells.spec import load_cell
 
 SPECS = Path(__file__).parent / "specs"
 
@@ -205,6 +206,7 @@ def test_shrunk_examples_that_broke_emitted_modules_are_refused(path):
     """Minimal specs the property-based test found crashing or wrong: now refused at parse
     time, by the CLI with exit status 2 and one line naming the file."""
     from click.testing import CliRunner
+
     from derive_cells.cli import main
 
     assert_refused(path, None)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TARGETS, random_params, reference_jacobian, rel_error
+
 from derive_cells.spec import load_cell
 from derive_cells.verify import reference
 

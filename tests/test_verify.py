@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from derive_cells.cli import main
 from derive_cells.derivation import derive
 from derive_cells.emit import emit

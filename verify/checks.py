@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+
 from derive_cells.spec import Cell
 from derive_cells.verify import reference
 from derive_cells.verify.inputs import Problem, compare, make_problem

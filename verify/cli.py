@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import click
+
 from derive_cells.cli import (
     OUTPUT_PATH,
     check_outputs,

@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from derive_cells.derivation import Derivation
 from derive_cells.plan import make_plan
 
@@ -287,6 +288,7 @@ def _predict(module, deriv, params, x, trajectory):
     """Gate product for states with a direct elementwise path; the Pascanu bound for a
     single-state cell h = phi(W h_prev + ...)."""
     import torch
+
     from derive_cells.verify import reference
 
     cell = deriv.cell

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import click
+
 from derive_cells.cli import (
     OUTPUT_PATH,
     FiniteFloat,

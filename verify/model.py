@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from derive_cells.verify.optim import OPTIMIZERS, clip_by_global_norm
 from derive_cells.verify.tasks import Dataset
 

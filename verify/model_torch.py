@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from derive_cells.verify import reference
 from derive_cells.verify.model import BIAS, CELL, EMBEDDING, WEIGHT
 from derive_cells.verify.tasks import Dataset

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sympy
 import torch
+
 from derive_cells.functions import Exp, Log, Relu, Sigmoid, Softplus, Sqrt, Tanh
 from derive_cells.spec import Cell, MatVec
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+
 from derive_cells.verify.tasks import Dataset, Task, majority_share
 
 SDIST = "vaderSentiment-3.3.2.tar.gz"

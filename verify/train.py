@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
 from derive_cells.verify.model import CELL, EMBEDDING, NumpyModel, init_params
 from derive_cells.verify.tasks import Task, batches
 

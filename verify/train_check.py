@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+
 from derive_cells.verify.model import NumpyModel
 from derive_cells.verify.tasks import Task, batches
 from derive_cells.verify.train import Config, Variant, make_model

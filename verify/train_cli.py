@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import click
+
 from derive_cells.cli import (
     OUTPUT_PATH,
     FiniteFloat,
