@@ -16,7 +16,7 @@ from derive_cells.derivation import Derivation
 from derive_cells.emit_step import StepSections
 from derive_cells.functions import BY_CLASS, DERIVATIVE_HELPERS
 from derive_cells.plan import make_plan
-from derive_cells.printers import CellCodePrinter, TorchCodePrinter
+from derive_cells.printers import CellCodePrinter, TorchCodePrinter, term_ranks
 from derive_cells.spec import prev
 from derive_cells.targets import TARGETS, Target
 from derive_cells.torch_layer import add_layer
@@ -43,9 +43,18 @@ class Emitter(StepSections):
         self.plan = make_plan(deriv)
         printer = TorchCodePrinter if target.fused_derivatives else CellCodePrinter
         self.printer = printer({g.name: g.matrix for g in deriv.groups})
+        self._rank_cache: dict[int, dict[str, int]] = {}
 
-    def p(self, expr) -> str:
-        return self.printer.doprint(expr)
+    def p(self, expr, equation: int = 0) -> str:
+        """expr as code; inside equation k (1-based), in the term order of its text."""
+        return self.printer.doprint(expr, ranks=self._ranks(equation) if equation else None)
+
+    def _ranks(self, equation: int) -> dict[str, int]:
+        if equation not in self._rank_cache:
+            stands_for = {n.name: n.expr for n in self.d.nodes}
+            self._rank_cache[equation] = term_ranks(self.cell.equations[equation - 1][2],
+                                                    stands_for)
+        return self._rank_cache[equation]
 
     def module(self) -> str:
         # the step bodies first: printing them records which elementwise helpers they call

@@ -115,7 +115,7 @@ class StepSections:
                     lines.append(f"    {g.name} = {self._product(g)}{note}")
                     lines.append(self._split_block([m for m, _ in g.members], g.name))
                 continue
-            lines.append(f"    {node.name} = {self.p(plan.rw(node.expr))}")
+            lines.append(f"    {node.name} = {self.p(plan.rw(node.expr), node.equation)}")
         lines.append(f"    return {_tuple(c.state)}, {_tuple(plan.values)}")
         return "\n".join(line for line in lines if line)
 
@@ -170,7 +170,7 @@ class StepSections:
             for b in a.expr.atoms(Backprop):
                 emit_group(groups[b.args[0].name])
             rule = f"  # {'; '.join(a.rules)}" if a.rules else ""
-            lines.append(f"    {a.name} = {self.p(plan.rw(a.expr))}{rule}")
+            lines.append(f"    {a.name} = {self.p(plan.rw(a.expr), a.equation)}{rule}")
         if eq != 0:
             for g in d.groups:
                 emit_group(g)

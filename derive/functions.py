@@ -115,7 +115,7 @@ class FunctionInfo:
     cls: type
     numpy: str  # body of the NumPy helper, in terms of ``z``
     torch: str  # body of the Torch helper, in terms of ``z``
-    rule: str  # the derivative, as a comment beside the emitted line
+    rule: str  # the derivative in terms of the function's own value, as Python (a comment)
 
 
 FUNCTIONS: dict[str, FunctionInfo] = {
@@ -123,14 +123,14 @@ FUNCTIONS: dict[str, FunctionInfo] = {
     for f in (
         # 1 / (1 + exp(-z)), with |z| capped at 80 so that exp cannot overflow in float32
         FunctionInfo("sigmoid", Sigmoid, "_sigmoid(z)", "torch.sigmoid(z)",
-                     "sigmoid'(z) = s (1 - s)"),
-        FunctionInfo("tanh", Tanh, "np.tanh(z)", "torch.tanh(z)", "tanh'(z) = 1 - t^2"),
-        FunctionInfo("relu", Relu, "np.maximum(z, 0)", "torch.relu(z)", "relu'(z) = [r > 0]"),
-        FunctionInfo("exp", Exp, "np.exp(z)", "torch.exp(z)", "exp'(z) = e"),
+                     "sigmoid'(z) = sigmoid(z) * (1 - sigmoid(z))"),
+        FunctionInfo("tanh", Tanh, "np.tanh(z)", "torch.tanh(z)", "tanh'(z) = 1 - tanh(z)**2"),
+        FunctionInfo("relu", Relu, "np.maximum(z, 0)", "torch.relu(z)", "relu'(z) = (relu(z) > 0)"),
+        FunctionInfo("exp", Exp, "np.exp(z)", "torch.exp(z)", "exp'(z) = exp(z)"),
         FunctionInfo("log", Log, "np.log(z)", "torch.log(z)", "log'(z) = 1 / z"),
         FunctionInfo("softplus", Softplus, "np.logaddexp(0, z)",
-                     "torch.nn.functional.softplus(z)", "softplus'(z) = 1 - exp(-s)"),
-        FunctionInfo("sqrt", Sqrt, "np.sqrt(z)", "torch.sqrt(z)", "sqrt'(z) = 1 / (2 r)"),
+                     "torch.nn.functional.softplus(z)", "softplus'(z) = 1 - exp(-softplus(z))"),
+        FunctionInfo("sqrt", Sqrt, "np.sqrt(z)", "torch.sqrt(z)", "sqrt'(z) = 1 / (2 * sqrt(z))"),
     )
 }
 

@@ -18,16 +18,41 @@ _SPACED = re.compile(r"(?<!\*)([*/])(?!\*)")  # a lone * or /, not either half o
 
 
 class CellCodePrinter(PythonCodePrinter):
-    """Prints step expressions; ``Backprop(G)`` prints as ``d_G @ W_G``."""
+    """Prints step expressions; ``Backprop(G)`` prints as ``d_G @ W_G``.
+
+    Given ``ranks`` (a name's position in the equation being printed), terms and factors print
+    in the author's order instead of SymPy's: adjoints first in a product, then names in the
+    order the spec's text has them, positive terms before negative ones.
+
+    >>> f, c_prev, i, g, d_c = sympy.symbols("f c_prev i g d_c")
+    >>> p = CellCodePrinter({})
+    >>> p.doprint(f * c_prev + i * g)
+    'c_prev * f + g * i'
+    >>> p.doprint(f * c_prev + i * g, ranks=term_ranks("f * c_prev + i * g"))
+    'f * c_prev + i * g'
+    >>> p.doprint(c_prev * d_c, ranks=term_ranks("f * c_prev + i * g"))
+    'd_c * c_prev'
+    """
 
     def __init__(self, group_matrices: dict[str, str]):
         super().__init__({"fully_qualified_modules": False, "standard": "python3"})
         self.group_matrices = group_matrices
         self.used: set[type] = set()  # function classes printed so far: the helpers to define
 
-    def doprint(self, expr, assign_to=None) -> str:
-        """SymPy's text with spaces around * and / (not **), as code is written by hand."""
-        return _SPACED.sub(r" \1 ", super().doprint(expr, assign_to))
+    def doprint(self, expr, assign_to=None, ranks: dict[str, int] | None = None) -> str:
+        """SymPy's text with spaces around * and / (not **), as code is written by hand; with
+        ranks, in the author's term order."""
+        if ranks:
+            expr = in_order(sympy.sympify(expr), ranks)
+            old = self._settings["order"]
+            self._settings["order"] = "none"
+            try:
+                text = super().doprint(expr, assign_to)
+            finally:
+                self._settings["order"] = old
+        else:
+            text = super().doprint(expr, assign_to)
+        return _SPACED.sub(r" \1 ", text)
 
     def _print(self, expr, **kwargs) -> str:
         if isinstance(expr, CellFunction):  # before SymPy's own _print_Sqrt, _print_Exp, ...
@@ -86,3 +111,59 @@ class TorchCodePrinter(CellCodePrinter):
                     continue
                 return f"{helper}({self._print(grad)}, {self._print(y)})"
         return super()._print_Mul(expr)
+
+
+_NAME = re.compile(r"[A-Za-z_]\w*")
+_LAST = 10**6  # the rank of a name the equation's text does not have
+
+
+def term_ranks(text: str, stands_for: dict[str, sympy.Expr] | None = None) -> dict[str, int]:
+    """Each name's first position in an equation's text; a name the text does not have but
+    that stands for an expression of names it has (a product, a pre-activation) ranks as the
+    first of those.
+
+    >>> term_ranks("tanh(W_in @ x + b_in + r * (W_hn @ h_prev))")["r"]
+    4
+    """
+    ranks: dict[str, int] = {}
+    for k, m in enumerate(_NAME.finditer(text)):
+        ranks.setdefault(m.group(), k)
+    pending = dict(stands_for or {})
+    while pending:  # names defined by other names: as early as the earliest of them
+        progress = False
+        for name, expr in list(pending.items()):
+            inner = [s.name for s in sympy.sympify(expr).free_symbols]
+            if all(n in ranks or n not in pending for n in inner):
+                ranks.setdefault(name, min((ranks.get(n, _LAST) for n in inner), default=_LAST))
+                del pending[name]
+                progress = True
+        if not progress:
+            break
+    return ranks
+
+
+def _ranks_of(expr: sympy.Expr, ranks: dict[str, int]) -> tuple[int, ...]:
+    return tuple(sorted(ranks.get(s.name, _LAST) for s in expr.free_symbols))
+
+
+def _adjoint(expr: sympy.Expr) -> bool:
+    return isinstance(expr, sympy.Symbol) and expr.name.startswith("d_")
+
+
+def in_order(expr: sympy.Expr, ranks: dict[str, int]) -> sympy.Expr:
+    """expr rebuilt unevaluated with its terms and factors in the author's order (see
+    CellCodePrinter); printed with order='none' it reads as the spec does. An adjoint being
+    accumulated comes first (``d_c = d_c + ...``)."""
+    if not expr.args or isinstance(expr, Backprop):
+        return expr
+    args = [in_order(a, ranks) for a in expr.args]
+    if expr.is_Add:
+        args.sort(key=lambda t: (t.could_extract_minus_sign(), not _adjoint(t),
+                                 not t.is_Number, _ranks_of(t, ranks)))
+        return sympy.Add(*args, evaluate=False)
+    if expr.is_Mul:
+        args.sort(key=lambda f: (not f.is_Number, not _adjoint(f), _ranks_of(f, ranks)))
+        return sympy.Mul(*args, evaluate=False)
+    if expr.is_Pow:
+        return sympy.Pow(*args, evaluate=False)
+    return expr.func(*args)

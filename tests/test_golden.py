@@ -70,7 +70,10 @@ def test_emitted_lstm_backward_reads_like_the_textbook():
     text = render("lstm", "numpy")
     body = text[text.index("def _backward_step"):text.index("def forward")]
     assert "# (6) h = o * tanh(c)" in body
-    assert "d_c = d_c + d_tanh_c * (1 - tanh_c**2)  # tanh'(z) = 1 - t^2" in body
-    assert "d_z_i = d_i * i * (1 - i)  # sigmoid'(z) = s (1 - s)" in body
-    assert "exp" not in body
+    assert "d_c = d_c + d_tanh_c * (1 - tanh_c**2)  # tanh'(z) = 1 - tanh(z)**2" in body
+    assert "d_z_i = d_i * i * (1 - i)  # sigmoid'(z) = sigmoid(z) * (1 - sigmoid(z))" in body
+    assert "d_f = d_c * c_prev" in body  # the adjoint first in a product
+    assert "exp(" not in body
     assert body.index("# (6)") < body.index("# (5)") < body.index("# (1)")
+    forward = text[text.index("def _forward_step"):text.index("def _backward_step")]
+    assert "    c = f * c_prev + i * g\n" in forward  # the spec's term order

@@ -155,7 +155,7 @@ def test_the_cell_of_a_module_is_read_from_its_header(tmp_path):
     path = _module(tmp_path, "numpy")
     code, out, _ = _verify("--module", str(path), "--dtype", "float64", "--format", "json")
     assert code == 0 and {r["cell"] for r in json.loads(out)} == {"lstm"}
-    faulty = _module(tmp_path, "numpy", "d_f = c_prev * d_c", "d_f = -c_prev * d_c",
+    faulty = _module(tmp_path, "numpy", "d_f = d_c * c_prev", "d_f = -d_c * c_prev",
                      name="faulty.py")
     assert _verify("--module", str(faulty), "--dtype", "float64")[0] == 1
     spec = tmp_path / "specs" / "mine.toml"
@@ -245,7 +245,7 @@ def test_several_modules_each_named_by_its_header(tmp_path):
     labelled by file; one faulty file makes the run exit 1 and is the one named."""
     good = _module(tmp_path, "numpy", name="good_bptt.py")
     torch_one = _module(tmp_path, "torch", name="torch_bptt.py")
-    faulty = _module(tmp_path, "numpy", "d_f = c_prev * d_c", "d_f = -c_prev * d_c",
+    faulty = _module(tmp_path, "numpy", "d_f = d_c * c_prev", "d_f = -d_c * c_prev",
                      name="faulty_bptt.py")
     code, out, _ = _verify("--module", str(good), str(torch_one), "--dtype", "float64",
                            "--format", "json")
@@ -261,7 +261,7 @@ def test_emit_check_finds_a_stale_module(tmp_path):
     fresh = _module(tmp_path, "numpy", name="fresh_bptt.py")
     result = CliRunner().invoke(main, ["emit", "--check", str(fresh)])
     assert result.exit_code == 0, result.stderr
-    stale = _module(tmp_path, "numpy", "d_f = c_prev * d_c", "d_f = -c_prev * d_c",
+    stale = _module(tmp_path, "numpy", "d_f = d_c * c_prev", "d_f = -d_c * c_prev",
                     name="stale_bptt.py")
     result = CliRunner().invoke(main, ["emit", "--check", str(fresh), str(stale)])
     assert result.exit_code == 1
