@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import sympy
 
+from derive_cells import naming
 from derive_cells.functions import BY_CLASS, CellFunction
 from derive_cells.spec import RESERVED_NAMES, Cell, MatVec, prev
 
@@ -113,13 +114,9 @@ class _Names:
                       *(t for t, _, _ in cell.equations), *cell.pack, *RESERVED_NAMES}
 
     def new(self, base: str) -> str:
-        if base.startswith(("d_", "_")):
+        if base.startswith(("d_", "_")):  # the prefixes of adjoints and of emitted internals
             base = "v" + base.lstrip("_")
-        name, k = base, 2
-        while name in self.taken:
-            name, k = f"{base}{k}", k + 1
-        self.taken.add(name)
-        return name
+        return naming.unique(base, self.taken)
 
 
 def normalize(cell: Cell) -> tuple[list[Node], list[Group]]:
@@ -128,6 +125,7 @@ def normalize(cell: Cell) -> tuple[list[Node], list[Group]]:
     sizes = {cell.input: "I"}
     groups: dict[str, Group] = {}
     made: dict[sympy.Expr, sympy.Symbol] = {}  # one node per distinct product or operand
+    current = {"text": ""}  # the equation being split, as written (made-up names follow it)
 
     def size_of(expr: sympy.Expr) -> str:
         found = {sizes.get(s.name, "H") for s in expr.free_symbols}
@@ -145,24 +143,27 @@ def normalize(cell: Cell) -> tuple[list[Node], list[Group]]:
             return expr
         if isinstance(expr, MatVec):
             matrix, operand = expr.args
-            operand = as_symbol(lift(operand, eq, target, f"{target}_in"), eq, f"{target}_in")
+            role = f"{target}_operand"
+            lifted = lift(operand, eq, target, role)
+            operand = as_symbol(lifted, eq, naming.describe(lifted, current["text"]) or role)
             key = MatVec(matrix, operand)
             if key in made:  # the same matrix times the same operand: computed once
                 return made[key]
-            node = names.new(f"{matrix.name}_{operand.name}")
+            node = names.new(naming.product(matrix.name, operand.name))
             group = groups.get(operand.name)
             if group is None:
                 group = groups[operand.name] = Group(
-                    names.new(f"{operand.name}_W"), operand.name, [],
-                    names.new(f"W_{operand.name}"), operand.name == cell.input)
+                    names.new(naming.group(operand.name)), operand.name, [],
+                    names.new(naming.stacked_matrix(operand.name)), operand.name == cell.input)
             group.members.append((node, matrix.name))
             made[key] = add(node, "matvec", key, eq)
             return made[key]
         if isinstance(expr, CellFunction):
             fname = BY_CLASS[type(expr)].name
             arg = lift(expr.args[0], eq, target, base)
-            arg = as_symbol(arg, eq, base)
-            return add(names.new(f"{fname}_{arg.name}"), "func", type(expr)(arg), eq)
+            arg = as_symbol(arg, eq, naming.describe(arg, current["text"]) or base)
+            return add(names.new(naming.function_value(fname, arg.name)), "func",
+                       type(expr)(arg), eq)
         return expr.func(*(lift(a, eq, target, base) for a in expr.args))
 
     def as_symbol(expr: sympy.Expr, eq: int, base: str) -> sympy.Symbol:
@@ -172,12 +173,14 @@ def normalize(cell: Cell) -> tuple[list[Node], list[Group]]:
             made[expr] = add(names.new(base), "arith", expr, eq)
         return made[expr]
 
-    for k, (target, expr, _text) in enumerate(cell.equations, start=1):
+    for k, (target, expr, text) in enumerate(cell.equations, start=1):
+        current["text"] = text
         if isinstance(expr, CellFunction):
-            arg = as_symbol(lift(expr.args[0], k, target, f"z_{target}"), k, f"z_{target}")
-            add(target, "func", type(expr)(arg), k)
+            pre = naming.pre_activation(target)
+            arg = lift(expr.args[0], k, target, pre)
+            add(target, "func", type(expr)(as_symbol(arg, k, pre)), k)
         else:
-            add(target, "arith", lift(expr, k, target, f"v_{target}"), k)
+            add(target, "arith", lift(expr, k, target, f"{target}_arg"), k)
     return nodes, list(groups.values())
 
 

@@ -112,8 +112,12 @@ class StepSections:
                     done.add(g.name)
                     folded = [b for bs in plan.group_bias(g) for b in bs]
                     note = f"  # + {', '.join(folded)}, folded in" if folded else ""
-                    lines.append(f"    {g.name} = {self._product(g)}{note}")
-                    lines.append(self._split_block([m for m, _ in g.members], g.name))
+                    members = [m for m, _ in g.members]
+                    if len(members) == 1:  # one product: named for what it is, no alias
+                        lines.append(f"    {members[0]} = {self._product(g)}{note}")
+                    else:
+                        lines.append(f"    {g.name} = {self._product(g)}{note}")
+                        lines.append(self._split_block(members, g.name))
                 continue
             lines.append(f"    {node.name} = {self.p(plan.rw(node.expr), node.equation)}")
         lines.append(f"    return {_tuple(c.state)}, {_tuple(plan.values)}")

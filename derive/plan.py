@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import sympy
 
+from derive_cells import naming
 from derive_cells.derivation import Derivation, Group, JacobianTerm
 from derive_cells.functions import BY_CLASS
 from derive_cells.spec import RESERVED_NAMES, prev
@@ -123,15 +124,16 @@ def _fuse(deriv: Derivation, rw, used_elsewhere, names) -> Fusion | None:
             block = None
             runs: list[tuple[str, int, int]] = []
             if len(acts) == k and k > 1:
-                block = _unique(_label([a.name for a in acts]), names)
+                block = naming.unique(_label([a.name for a in acts]), names)
                 for j, a in enumerate(acts):
                     fname = BY_CLASS[type(a.expr)].name
                     if runs and runs[-1][0] == fname:
                         runs[-1] = (fname, runs[-1][1], j + 1)
                     else:
                         runs.append((fname, j, j + 1))
-            label = _label([p.removeprefix("z_") for p in pre])
-            return Fusion(x_group, h_group, _unique(f"z_{label}", names) if k > 1 else pre[0],
+            gates = [deriv.cell.equations[deriv.node(p).equation - 1][0] for p in pre]
+            fused = naming.unique(naming.pre_activation(_label(gates)), names)
+            return Fusion(x_group, h_group, fused if k > 1 else pre[0],
                           pre, block, [a.name for a in acts] if block else [], runs)
     return None
 
@@ -139,14 +141,6 @@ def _fuse(deriv: Derivation, rw, used_elsewhere, names) -> Fusion | None:
 def _label(parts: list[str]) -> str:
     """i, f, g, o -> ifgo; c_tilde, Gamma_u -> c_tilde_Gamma_u."""
     return "".join(parts) if all(len(p) == 1 for p in parts) else "_".join(parts)
-
-
-def _unique(base: str, names: set[str]) -> str:
-    name, k = base, 2
-    while name in names:
-        name, k = f"{base}{k}", k + 1
-    names.add(name)
-    return name
 
 
 def make_plan(deriv: Derivation) -> Plan:
@@ -195,7 +189,7 @@ def make_plan(deriv: Derivation) -> Plan:
     for n in deriv.nodes:
         if n.kind != "matvec":
             used |= {s.name for s in rw(n.expr).free_symbols}
-    bias_names = {g.name: _unique(f"b_{g.operand}", names) for g in deriv.groups
+    bias_names = {g.name: naming.unique(naming.folded_bias(g.operand), names) for g in deriv.groups
                   if any(folded.get(m) for m, _ in g.members)}
     step_params = [g.matrix for g in deriv.groups if not g.hoisted]
     step_params += [bias_names[g.name] for g in deriv.groups

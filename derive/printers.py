@@ -69,6 +69,12 @@ class CellCodePrinter(PythonCodePrinter):
         group = expr.args[0].name
         return f"d_{group} @ {self.group_matrices[group]}"
 
+    def parenthesize(self, item, level, strict=False) -> str:
+        """A positive fraction prints as a float literal (0.5), which needs no parentheses."""
+        if isinstance(item, sympy.Rational) and not item.is_Integer and item > 0:
+            return self._print(item)
+        return super().parenthesize(item, level, strict)
+
     def _print_Rational(self, expr) -> str:
         return repr(float(expr))  # correctly rounded, also for huge numerators and denominators
 

@@ -18,6 +18,7 @@ from html import escape
 
 import sympy
 
+from derive_cells import naming
 from derive_cells.derivation import Backprop, Derivation, JacobianTerm
 from derive_cells.display import Display, default_display, parse_latex_name
 from derive_cells.functions import FUNCTIONS
@@ -221,11 +222,13 @@ class Notation:
             sub = "t\u22121" if d.sub is None else f"{d.sub},t\u22121"
             names[prev(s)] = Display(d.base, d.accent, sub)
         targets = {t: k for k, (t, _, _) in enumerate(cell.equations, start=1)}
+        pre_of = {naming.pre_activation(t): t for t in targets}
         self.preactivations: list[tuple[str, int]] = []  # (node, equation)
         for node in deriv.nodes:
-            if node.name.startswith("z_") and node.name[2:] in targets:
-                names[node.name] = Display("z", None, plain[node.name[2:]])
-                self.preactivations.append((node.name, targets[node.name[2:]]))
+            gate = pre_of.get(node.name)
+            if gate is not None and node.equation == targets[gate]:  # z with its gate below
+                names[node.name] = Display("z", None, plain[gate])
+                self.preactivations.append((node.name, targets[gate]))
         # values the spec does not name (a product's operand r * h_prev, the argument of an
         # inner function) are written as what they compute
         self.expand = {sympy.Symbol(n.name): n.expr for n in deriv.nodes
