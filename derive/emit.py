@@ -256,14 +256,13 @@ class Emitter(StepSections):
                 lines.append(f"    # products with the input, all steps at once ({members})")
                 product = f"{x2} @ p[{g.matrix!r}].T"
             lines.append(f"    {g.name} = ({product}).reshape(T, B, -1)")
-        args = "".join(f", {g.name}s[t]" for g in hoisted)
-        args += "".join(f", S[{k}][t]" for k in range(len(c.state)))
+        args = "".join(f"{call}, " for _, call in self.forward_args)
         outputs = f"states[{c.output!r}][1:]" if c.output in c.state else f"values[{c.output!r}]"
         lines += ["    S, V = list(states.values()), list(values.values())",
                   f"    xs{''.join(f', {g.name}s' for g in hoisted)} = "
                   f"_steps(x){''.join(f', _steps({g.name})' for g in hoisted)}",
                   "    for t in range(T):",
-                  f"        new, saved = _forward_step(xs[t]{args}, step)",
+                  f"        new, saved = _forward_step({args}step)",
                   "        if t >= full:  # rows past their length keep their state",
                   "            new = [_where(mask[t], value, seq[t]) for value, seq in zip(new, S)]",
                   "        for seq, value in zip(S, new):",
@@ -307,10 +306,7 @@ class Emitter(StepSections):
         if d.input_elementwise:
             lines.append("    d_x = _empty((T, B, I), x)")
         o = list(c.state).index(c.output) if c.output in c.state else None
-        out_arg = "" if o is not None else \
-            ", d_ys[t] if d_outputs is not None else 0 * S[0][t]"
-        saved = "".join(f"V[{k}][t], " for k in range(len(plan.values)))
-        prevs = "".join(f"S[{k}][t], " for k in range(len(c.state)))
+        args = "".join(f"{call}, " for _, call in self.backward_args)
         stacks = [f"d_{s}_all" for s in plan.stacks] + [f"d_{q}_all" for q in plan.own]
         lines += ["    S, V = list(states.values()), list(values.values())",
                   f"    D = [[None] * T for _ in range({len(stacks)})]  # per-step adjoints to stack",
@@ -322,8 +318,7 @@ class Emitter(StepSections):
             lines += ["        if d_outputs is not None:",
                       f"            d_state = (*d_state[:{o}], d_state[{o}] + d_ys[t], "
                       f"*d_state[{o + 1}:])"]
-        lines += ["        d_state, stacked, own, d_x_t = _backward_step("
-                  f"*d_state{out_arg}, {saved}{prevs}xs[t], step)",
+        lines += [f"        d_state, stacked, own, d_x_t = _backward_step({args}step)",
                   "        if t >= full:  # what the step computed for ended rows is dropped",
                   "            d_state = [_where(mask[t], value, h) for value, h in zip(d_state, held)]",
                   "        for seq, value in zip(D, (*stacked, *own)):",
@@ -403,7 +398,10 @@ class Emitter(StepSections):
 
         def step_backward(d_state_new, saved, params):
             """d_state_new: {name: (B, H)}, the adjoints of step_forward's new state.
+            params: as given to step_forward (saved already holds them; the argument keeps
+            the two steps' signatures alike).
             Returns (d_x_t (B, I), d_state {name: (B, H)}, d_params {name: array})."""
+            del params
             d_x, d_state, d_params = backward(None, d_state_new, saved)
             return d_x[0], d_state, d_params''')
 

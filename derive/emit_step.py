@@ -6,11 +6,20 @@ comment with its numbered equation, and every derivative rule is written beside 
 
 from __future__ import annotations
 
+import re
+
 import sympy
 
 from derive_cells.derivation import Backprop, JacobianTerm
 from derive_cells.functions import FUNCTIONS
 from derive_cells.spec import prev
+
+
+def _used(candidates: list[tuple[str, str]], lines: list[str]) -> list[tuple[str, str]]:
+    """The (argument, value passed) pairs whose argument the body's code (not its comments or
+    docstring) reads."""
+    body = "\n".join(line.split("#")[0] for line in lines if line and '"""' not in line)
+    return [(a, call) for a, call in candidates if re.search(rf"\b{re.escape(a)}\b", body)]
 
 
 def _tuple(items) -> str:
@@ -82,9 +91,7 @@ class StepSections:
         c, d, plan = self.cell, self.d, self.plan
         fu = plan.fusion
         hoisted = [g for g in d.groups if g.hoisted]
-        args = [c.input] + [g.name for g in hoisted] + [prev(s) for s in c.state] + ["_p"]
-        lines = [f"def _forward_step({', '.join(args)}):",
-                 "    \"\"\"One step given this step's input products; "
+        lines = ["    \"\"\"One step given this step's input products; "
                  "returns (new states, saved values).\"\"\"",
                  self._unpack_step_params()]
         fused: set[str] = set()
@@ -121,7 +128,11 @@ class StepSections:
                 continue
             lines.append(f"    {node.name} = {self.p(plan.rw(node.expr), node.equation)}")
         lines.append(f"    return {_tuple(c.state)}, {_tuple(plan.values)}")
-        return "\n".join(line for line in lines if line)
+        candidates = [(c.input, "xs[t]"), *((g.name, f"{g.name}s[t]") for g in hoisted),
+                      *((prev(s), f"S[{k}][t]") for k, s in enumerate(c.state))]
+        self.forward_args = _used(candidates, lines)
+        head = ", ".join([a for a, _ in self.forward_args] + ["_p"])
+        return "\n".join(line for line in [f"def _forward_step({head}):", *lines] if line)
 
     def _unpack_block_lines(self) -> list[str]:
         """Split a saved activation block back into its named gates."""
@@ -130,17 +141,19 @@ class StepSections:
             return []
         return [self._split_block(fu.act_nodes, fu.block)]
 
-    def backward_args(self) -> list[str]:
+    def backward_candidates(self) -> list[tuple[str, str]]:
+        """Every value a backward step could read, with what the loop passes for it."""
         c = self.cell
-        args = [f"d_{s}" for s in c.state]
+        args = [(f"d_{s}", f"d_state[{k}]") for k, s in enumerate(c.state)]
         if c.output not in c.state:
-            args.append(f"d_{c.output}")
-        return args + self.plan.values + [prev(s) for s in c.state] + [c.input]
+            args.append((f"d_{c.output}", "d_ys[t] if d_outputs is not None else 0 * S[0][t]"))
+        args += [(v, f"V[{k}][t]") for k, v in enumerate(self.plan.values)]
+        return args + [(prev(s), f"S[{k}][t]") for k, s in enumerate(c.state)] + \
+            [(c.input, "xs[t]")]
 
     def backward_step(self) -> str:
         c, d, plan = self.cell, self.d, self.plan
-        lines = [f"def _backward_step({', '.join(self.backward_args() + ['_p'])}):",
-                 '    """One step back: adjoints of the previous states, of the stacked products'
+        lines = ['    """One step back: adjoints of the previous states, of the stacked products'
                  ' and of the parameters."""',
                  self._unpack_step_params()]
         lines += self._unpack_block_lines()
@@ -183,7 +196,9 @@ class StepSections:
         owns = [self.p(plan.rw(d.param_adjoints[p])) for p in plan.own]
         dx = f"d_{c.input}" if d.input_elementwise else "None"
         lines.append(f"    return {_tuple(prevs)}, {_tuple(stacks)}, {_tuple(owns)}, {dx}")
-        return "\n".join(line for line in lines if line)
+        self.backward_args = _used(self.backward_candidates(), lines)
+        head = ", ".join([a for a, _ in self.backward_args] + ["_p"])
+        return "\n".join(line for line in [f"def _backward_step({head}):", *lines] if line)
 
     def jacobian(self) -> str:
         c, d, plan = self.cell, self.d, self.plan

@@ -129,7 +129,7 @@ def _where(mask, a, b):
     return np.where(mask, a, b)
 
 
-def _lengths(lengths, T, B, like, reverse):
+def _lengths(lengths, T, B, _like, reverse):
     """For lengths (B,) and reverse: (mask (T, B, 1) of valid steps or None when every row runs
     T steps, order (T, B) of time indices that puts each row's valid steps in reverse or None,
     full: the number of first steps that every row runs, which need no mask)."""
