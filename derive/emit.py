@@ -15,6 +15,7 @@ import derive_cells
 from derive_cells.derivation import Derivation
 from derive_cells.emit_step import StepSections
 from derive_cells.functions import BY_CLASS, DERIVATIVE_HELPERS
+from derive_cells.layout import prune_assignments, wrap
 from derive_cells.plan import make_plan
 from derive_cells.printers import CellCodePrinter, TorchCodePrinter, term_ranks
 from derive_cells.spec import prev
@@ -65,7 +66,7 @@ class Emitter(StepSections):
         text = "\n\n\n".join(p.rstrip() for p in parts if p) + "\n"
         if self.t.name == "torch":  # the nn.Module over forward(), documented in the header
             text = add_layer(self.d, self.plan, text)
-        return text
+        return wrap(text)
 
     def header(self) -> str:
         c = self.cell
@@ -278,7 +279,7 @@ class Emitter(StepSections):
                   '"values": values,',
                   '             "mask": mask, "order": order, "full": full}',
                   "    return outputs, {name: states[name][T] for name in STATE}, cache"]
-        return "\n".join(lines)
+        return "\n".join(prune_assignments(lines))
 
     def backward(self) -> str:
         c, d, plan = self.cell, self.d, self.plan
@@ -383,7 +384,7 @@ class Emitter(StepSections):
                   "    if order is not None:",
                   "        d_x = _reorder(d_x, order)",
                   "    return d_x, *_distinct(dict(zip(STATE, d_state)), d_params, d_state_T)"]
-        return "\n".join(line for line in lines if line)
+        return "\n".join(prune_assignments([line for line in lines if line]))
 
     def step_api(self) -> str:
         return textwrap.dedent('''\

@@ -12,6 +12,7 @@ import sympy
 
 from derive_cells.derivation import Backprop, JacobianTerm
 from derive_cells.functions import FUNCTIONS
+from derive_cells.layout import prune_assignments
 from derive_cells.spec import prev
 
 
@@ -19,7 +20,8 @@ def _used(candidates: list[tuple[str, str]], lines: list[str]) -> list[tuple[str
     """The (argument, value passed) pairs whose argument the body's code (not its comments or
     docstring) reads."""
     body = "\n".join(line.split("#")[0] for line in lines if line and '"""' not in line)
-    return [(a, call) for a, call in candidates if re.search(rf"\b{re.escape(a)}\b", body)]
+    return [(a, call) for a, call in candidates
+            if re.search(rf"(?<![.\w]){re.escape(a)}\b", body)]
 
 
 def _tuple(items) -> str:
@@ -128,6 +130,7 @@ class StepSections:
                 continue
             lines.append(f"    {node.name} = {self.p(plan.rw(node.expr), node.equation)}")
         lines.append(f"    return {_tuple(c.state)}, {_tuple(plan.values)}")
+        lines = prune_assignments([line for line in lines if line])  # dead equations' values
         candidates = [(c.input, "xs[t]"), *((g.name, f"{g.name}s[t]") for g in hoisted),
                       *((prev(s), f"S[{k}][t]") for k, s in enumerate(c.state))]
         self.forward_args = _used(candidates, lines)

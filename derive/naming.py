@@ -18,6 +18,7 @@ import sympy
 
 _NAME = re.compile(r"[A-Za-z_]\w*")
 MAX_DESCRIBED = 3  # at most this many names joined into one made-up name
+MAX_LENGTH = 16  # and no longer than this: a longer one is named by its role
 
 
 def unique(base: str, taken: set[str]) -> str:
@@ -81,4 +82,5 @@ def describe(expr: sympy.Expr, text: str = "") -> str | None:
     if None in parts:
         return None
     parts.sort(key=lambda p: (p.isdigit(), first.get(p, len(first)), p))
-    return ("_" if expr.is_Mul else "_plus_").join(parts)
+    name = ("_" if expr.is_Mul else "_plus_").join(parts)
+    return name if len(name) <= MAX_LENGTH else None

@@ -261,8 +261,8 @@ def _lengths(lengths, T, B, like, reverse):
     if lengths is None:
         return None, ((T - 1 - steps).expand(T, B) if reverse else None), T
     n = torch.as_tensor(lengths)
-    if tuple(n.shape) != (B,) or n.dtype.is_floating_point or n.dtype == torch.bool \
-            or n.is_complex():
+    integers = not (n.dtype.is_floating_point or n.dtype == torch.bool or n.is_complex())
+    if tuple(n.shape) != (B,) or not integers:
         raise ValueError(f"lengths: expected {B} integers (one per row of x (T, B, I), "
                          f"time-major), got {n.dtype} of shape {tuple(n.shape)}")
     low, high = (int(v) for v in n.aminmax()) if B else (1, T)  # lengths live on the CPU

@@ -167,18 +167,19 @@ class __NAME__(torch.nn.Module):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, device=None, dtype=None, **gate_bias):
         super().__init__()
+        name = type(self).__name__
         unknown = sorted(set(gate_bias) - set(GATE_BIASES))
         if unknown:
-            raise TypeError(f"__NAME__: unknown keyword argument(s) {unknown}; the gates whose "
-                            f"bias can be set are {list(GATE_BIASES)}")
+            raise TypeError(f"{name}: unknown keyword argument(s) {unknown}; the gates "
+                            f"whose bias can be set are {list(GATE_BIASES)}")
         if gate_bias and not bias:
-            raise ValueError(f"__NAME__: gate biases {sorted(gate_bias)} given with bias=False")
+            raise ValueError(f"{name}: gate biases {sorted(gate_bias)} given with bias=False")
         for what, value in (("input_size", input_size), ("hidden_size", hidden_size),
                             ("num_layers", num_layers)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"__NAME__: {what} must be a positive integer, got {value!r}")
+                raise ValueError(f"{name}: {what} must be a positive integer, got {value!r}")
         if not 0 <= dropout <= 1 or isinstance(dropout, bool):
-            raise ValueError(f"__NAME__: dropout must be a number in [0, 1], got {dropout!r}")
+            raise ValueError(f"{name}: dropout must be a number in [0, 1], got {dropout!r}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional = bool(bidirectional)
