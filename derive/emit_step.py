@@ -81,12 +81,13 @@ class StepSections:
             width[fname] = width.get(fname, 0) + b - a
         main = max(width, key=lambda f: (width[f], -list(width).index(f)))
         self.printer.used |= {FUNCTIONS[f].cls for f in width}
+        others = [(fname, j) for fname, a, b in fu.runs if fname != main for j in range(a, b)]
+        if others:  # the gates with another function, by name: their pre-activations' views
+            lines.append(self._split_block(fu.pre_nodes, fu.pre))
         lines.append(f"    {fu.block} = {main}({fu.pre})")
-        for fname, a, b in fu.runs:
-            if fname != main:
-                lines.append(f"    _set_cols({fu.block}, {a}, {b}, {k}, "
-                             f"{fname}(_cols({fu.pre}, {a}, {b}, {k})))")
         lines.append(self._split_block(fu.act_nodes, fu.block))
+        lines += [f"    _assign({fu.act_nodes[j]}, {fname}({fu.pre_nodes[j]}))"
+                  for fname, j in others]
         return lines
 
     def forward_step(self) -> str:

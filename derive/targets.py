@@ -82,16 +82,9 @@ def _split(a, k, axis=-1):
     return [a[..., j * n:(j + 1) * n] for j in range(k)]
 
 
-def _cols(a, start, stop, k):
-    """Column blocks start..stop-1 of the k equal blocks of a (a view)."""
-    n = a.shape[-1] // k
-    return a[..., start * n:stop * n]
-
-
-def _set_cols(a, start, stop, k, value):
-    """Write value into column blocks start..stop-1 of the k equal blocks of a."""
-    n = a.shape[-1] // k
-    a[..., start * n:stop * n] = value
+def _assign(view, value):
+    """Write value into view (a block of a larger array), in place."""
+    view[...] = value
 
 
 def _addmm(b, a, m):
@@ -197,16 +190,9 @@ def _split(a, k, axis=-1):
     return torch.chunk(a, k, dim=axis)
 
 
-def _cols(a, start, stop, k):
-    """Column blocks start..stop-1 of the k equal blocks of a (a view)."""
-    n = a.shape[-1] // k
-    return a[..., start * n:stop * n]
-
-
-def _set_cols(a, start, stop, k, value):
-    """Write value into column blocks start..stop-1 of the k equal blocks of a."""
-    n = a.shape[-1] // k
-    a[..., start * n:stop * n].copy_(value)
+def _assign(view, value):
+    """Write value into view (a block of a larger tensor), in place."""
+    view.copy_(value)
 
 
 def _addmm(b, a, m):
