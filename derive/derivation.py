@@ -87,7 +87,6 @@ class Derivation:
     param_sources: dict[str, tuple[str, int]]  # parameter -> (group, member) sharing its adjoint
     prev_adjoints: dict[str, str]  # state -> adjoint variable of its previous value
     input_elementwise: bool  # the input is read elementwise too (not only through products)
-    saved: list[str]  # forward values the backward step reads, in node order
     jacobian: dict[tuple[str, str], list[JacobianTerm]]  # (s, s') -> terms of ds_t/ds'_{t-1}
     jacobian_operands: dict[str, dict[str, list[JacobianTerm]]] = field(default_factory=dict)
     jacobian_tangents: list[Tangent] = field(default_factory=list)  # in the order to compute
@@ -253,14 +252,6 @@ def derive(cell: Cell) -> Derivation:
     if input_elementwise:
         complete(cell.input, 0)
 
-    reads = set()
-    for e in [a.expr for a in adjoints] + list(param_adjoints.values()):
-        reads |= {s.name for s in e.free_symbols}
-    for g in groups:
-        reads.add(g.operand)
-    leaves = {cell.input, *(prev(s) for s in cell.state)}
-    saved = [n.name for n in nodes if n.name in reads]
-    saved += sorted(leaves & reads - {cell.input})
     zero = sympy.Integer(0)
     group_adjoints = {g.name: [member_adjoint.get(m, zero) for m, _ in g.members]
                       for g in groups}
@@ -273,7 +264,7 @@ def derive(cell: Cell) -> Derivation:
                     param_sources[p] = (g.name, k)
     jac, jac_ops, tangents = _jacobian(cell, nodes)
     return Derivation(cell, nodes, groups, adjoints, group_adjoints, param_adjoints,
-                      param_sources, prev_adjoints, input_elementwise, saved, jac, jac_ops,
+                      param_sources, prev_adjoints, input_elementwise, jac, jac_ops,
                       tangents)
 
 

@@ -14,7 +14,7 @@ that cut the work of every step without changing the math:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import sympy
 
@@ -45,12 +45,10 @@ class Plan:
     folded: dict[str, list[str]]  # product node -> biases added to it
     fusion: Fusion | None
     values: list[str]  # forward values the backward step and step_jacobian read, in order
-    sizes: dict[str, str]  # value -> its width as code: "H", "4 * H", "I"
     stack_of: dict[str, str]  # group -> the group whose stacked adjoint it shares
     own: list[str]  # vector parameters whose per-step adjoint gets a stack of its own
     step_params: list[str]  # parameters (and stacked matrices) the step bodies read
     bias_names: dict[str, str]  # group -> name of its stacked folded biases (groups with some)
-    names: set[str] = field(default_factory=set)  # every name in use
 
     def rw(self, expr: sympy.Expr) -> sympy.Expr:
         """An expression of the derivation, with folded biases cancelled."""
@@ -167,7 +165,6 @@ def make_plan(deriv: Derivation) -> Plan:
     values = [n.name for n in deriv.nodes if n.name in read_back]
     if cell.output not in cell.state and cell.output not in values:
         values.append(cell.output)
-    sizes = {n.name: n.size for n in deriv.nodes}
     if fusion and fusion.block:
         fused = set(fusion.act_nodes)
         first = next(i for i, v in enumerate(values) if v in fused) if fused & set(values) \
@@ -175,7 +172,6 @@ def make_plan(deriv: Derivation) -> Plan:
         values = [v for v in values if v not in fused]
         if first is not None:
             values.insert(first, fusion.block)
-        sizes[fusion.block] = f"{len(fusion.act_nodes)} * H"
 
     stack_of: dict[str, str] = {}
     for g in deriv.groups:
@@ -195,6 +191,5 @@ def make_plan(deriv: Derivation) -> Plan:
     step_params += [bias_names[g.name] for g in deriv.groups
                     if not g.hoisted and g.name in bias_names]
     step_params += [p for p in cell.vectors if p in used]
-    return Plan(deriv, _param_layout(deriv), subs, folded, fusion, values,
-                {v: sizes.get(v, "H") for v in values}, stack_of, own, step_params, bias_names,
-                names)
+    return Plan(deriv, _param_layout(deriv), subs, folded, fusion, values, stack_of, own,
+                step_params, bias_names)
