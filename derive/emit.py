@@ -19,7 +19,7 @@ from derive_cells.layout import prune_assignments, wrap
 from derive_cells.plan import make_plan
 from derive_cells.printers import CellCodePrinter, TorchCodePrinter, term_ranks
 from derive_cells.spec import prev
-from derive_cells.targets import TARGETS, Target
+from derive_cells.targets import TARGETS, Target, drop_unused_helpers
 from derive_cells.torch_layer import add_layer
 
 
@@ -66,7 +66,7 @@ class Emitter(StepSections):
         text = "\n\n\n".join(p.rstrip() for p in parts if p) + "\n"
         if self.t.name == "torch":  # the nn.Module over forward(), documented in the header
             text = add_layer(self.d, self.plan, text)
-        return wrap(text)
+        return wrap(drop_unused_helpers(text, self.t.helpers))
 
     def header(self) -> str:
         c = self.cell

@@ -8,6 +8,8 @@ NumPy and Torch modules differ only there and in their elementwise functions.
 
 from __future__ import annotations
 
+import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,35 @@ def inlined(file: str) -> str:
     if not marker:
         raise RuntimeError(f"{file}: no marker line")
     return "\n" + body
+
+
+def _chunks(helpers: str) -> list[tuple[str, str]]:
+    """The top-level definitions of a runtime's inlined source: (name, source text)."""
+    lines = helpers.split("\n")
+    out = []
+    for node in ast.parse(helpers).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            name = node.name
+        elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+        else:
+            continue
+        out.append((name, "\n".join(lines[node.lineno - 1: node.end_lineno])))
+    return out
+
+
+def drop_unused_helpers(text: str, helpers: str) -> str:
+    """The module text without the runtime helpers nothing else in it calls (repeated until
+    every helper left is called by the module or by another helper left)."""
+    chunks = _chunks(helpers)
+    while True:
+        unused = [(name, chunk) for name, chunk in chunks if chunk in text and not re.search(
+            rf"(?<![.\w]){re.escape(name)}\b", text.replace(chunk, ""))]
+        if not unused:
+            return text
+        for _, chunk in unused:
+            text = re.sub(rf"\n*{re.escape(chunk)}\n", "\n", text, count=1)
+        chunks = [c for c in chunks if c not in unused]
 
 
 @dataclass(frozen=True)
