@@ -40,7 +40,7 @@ class Emitter(StepSections):
     """Builds the text of one module; sections are methods, shared by every target."""
 
     def __init__(self, deriv: Derivation, target: Target, command: str):
-        self.d, self.t, self.cell, self.command = deriv, target, deriv.cell, command
+        self.deriv, self.target, self.cell, self.command = deriv, target, deriv.cell, command
         self.plan = make_plan(deriv)
         printer = TorchCodePrinter if target.fused_derivatives else CellCodePrinter
         self.printer = printer({g.name: g.matrix for g in deriv.groups})
@@ -52,7 +52,7 @@ class Emitter(StepSections):
 
     def _ranks(self, equation: int) -> dict[str, int]:
         if equation not in self._rank_cache:
-            stands_for = {n.name: n.expr for n in self.d.nodes}
+            stands_for = {n.name: n.expr for n in self.deriv.nodes}
             self._rank_cache[equation] = term_ranks(self.cell.equations[equation - 1][2],
                                                     stands_for)
         return self._rank_cache[equation]
@@ -60,13 +60,13 @@ class Emitter(StepSections):
     def module(self) -> str:
         # the step bodies first: printing them records which elementwise helpers they call
         steps = [self.forward_step(), self.backward_step(), self.forward(), self.backward(),
-                 self.t.api.strip("\n"), self.step_api(), self.jacobian()]
-        parts = [self.header(), self.constants(), self.functions(), self.t.helpers.strip("\n"),
+                 self.target.api.strip("\n"), self.step_api(), self.jacobian()]
+        parts = [self.header(), self.constants(), self.functions(), self.target.helpers.strip("\n"),
                  self.check(), self.prepare(), *steps]
         text = "\n\n\n".join(p.rstrip() for p in parts if p) + "\n"
-        if self.t.name == "torch":  # the nn.Module over forward(), documented in the header
-            text = add_layer(self.d, self.plan, text)
-        return wrap(drop_unused_helpers(text, self.t.helpers))
+        if self.target.name == "torch":  # the nn.Module over forward(), documented in the header
+            text = add_layer(self.deriv, self.plan, text)
+        return wrap(drop_unused_helpers(text, self.target.helpers))
 
     def header(self) -> str:
         c = self.cell
@@ -74,12 +74,12 @@ class Emitter(StepSections):
                         enumerate(c.equations, start=1))
         title = _docstring_safe(c.title)
         return (f'"""{c.name}: {title}.\n\n'
-                f"Forward pass and BPTT backward pass in {self.t.title}, emitted by derive-cells "
+                f"Forward pass and BPTT backward pass in {self.target.title}, emitted by derive-cells "
                 f"{derive_cells.__version__}.\nRegenerate with:  {_docstring_safe(self.command)}\n\n"
                 f"One step (every name is a vector of the hidden size H; {c.input} has size I; "
                 f"'*' is elementwise):\n{eqs}\n\n"
                 f"Arrays are time-major: {c.input} (T, B, I), outputs (T, B, H), states (B, H).\n"
-                f'"""\n\n{self.t.imports}')
+                f'"""\n\n{self.target.imports}')
 
     def constants(self) -> str:
         lines = [f"STATE = {tuple(self.cell.state)!r}", f"OUTPUT = {self.cell.output!r}",
@@ -100,10 +100,10 @@ class Emitter(StepSections):
         for cls in sorted(self.printer.used, key=lambda c: c.__name__):
             info = BY_CLASS.get(cls)
             if info is not None:
-                name, body = info.name, getattr(info, self.t.name)
+                name, body = info.name, getattr(info, self.target.name)
             else:
                 name, np_body, torch_body = DERIVATIVE_HELPERS[cls]
-                body = np_body if self.t.name == "numpy" else torch_body
+                body = np_body if self.target.name == "numpy" else torch_body
             out.append(f"def {name}(z):\n    return {body}")
         return "\n\n\n".join(out) if out else "# (no elementwise functions)"
 
@@ -207,7 +207,7 @@ class Emitter(StepSections):
                  "    p = {}",
                  "    for name, blocks in BLOCKS.items():",
                  "        p.update(zip(blocks, _split(params[name], len(blocks), axis=0)))"]
-        for g in self.d.groups:
+        for g in self.deriv.groups:
             members = tuple(m for _, m in g.members)
             whole = next((n for n, b in plan.params.items() if b == members), None)
             if whole is not None:
@@ -227,9 +227,9 @@ class Emitter(StepSections):
 
     def forward(self) -> str:
         c, plan = self.cell, self.plan
-        hoisted = [g for g in self.d.groups if g.hoisted]
-        check = ", check=True" if self.t.name == "torch" else ""
-        lines = [f"def {self.t.core}forward(x, state0, params, lengths=None, reverse=False{check}):",
+        hoisted = [g for g in self.deriv.groups if g.hoisted]
+        check = ", check=True" if self.target.name == "torch" else ""
+        lines = [f"def {self.target.core}forward(x, state0, params, lengths=None, reverse=False{check}):",
                  '    """x: (T, B, I), time-major. state0: {name: (B, H)}; a missing name starts at',
                  "    zeros. params: {name: array}, names and shapes as in PARAMS.",
                  "    lengths: (B,) integers, 0 < lengths[b] <= T, or None (every row runs T steps):",
@@ -282,9 +282,9 @@ class Emitter(StepSections):
         return "\n".join(prune_assignments(lines))
 
     def backward(self) -> str:
-        c, d, plan = self.cell, self.d, self.plan
+        c, d, plan = self.cell, self.deriv, self.plan
         hoisted = [g for g in d.groups if g.hoisted]
-        lines = [f"def {self.t.core}backward(d_outputs, d_state_T, cache):",
+        lines = [f"def {self.target.core}backward(d_outputs, d_state_T, cache):",
                  '    """d_outputs: (T, B, H) or None; d_state_T: {name: (B, H)} or None.',
                  '    Returns (d_x (T, B, I), d_state0 {name: (B, H)}, d_params {name: array})."""',
                  '    x, p, step = cache["x"], cache["params"], cache["step"]',

@@ -30,7 +30,7 @@ def _tuple(items) -> str:
 
 
 class StepSections:
-    """Mixin of Emitter (derive/emit.py): needs self.d, self.plan, self.cell, self.p."""
+    """Mixin of Emitter (derive/emit.py): needs self.deriv, self.plan, self.cell, self.p."""
 
     def _equation(self, k: int) -> str:
         target, _, text = self.cell.equations[k - 1]
@@ -57,52 +57,53 @@ class StepSections:
         return f"{g.operand} @ {g.matrix}.T"
 
     def _fused_lines(self) -> list[str]:
-        fu, eqs = self.plan.fusion, sorted({self.d.node(z).equation for z in
-                                            self.plan.fusion.pre_nodes})
+        fusion = self.plan.fusion
+        eqs = sorted({self.deriv.node(z).equation for z in fusion.pre_nodes})
         span = f"({eqs[0]})-({eqs[-1]})" if len(eqs) > 1 else f"({eqs[0]})"
-        k = len(fu.pre_nodes)
+        k = len(fusion.pre_nodes)
         lines = []
         if k > 1:
-            lines.append(f"    # {span} pre-activations [{' | '.join(fu.pre_nodes)}]: the product "
-                         f"with {fu.h_group.operand} added to the input's")
+            lines.append(f"    # {span} pre-activations [{' | '.join(fusion.pre_nodes)}]: the "
+                         f"product with {fusion.h_group.operand} added to the input's")
         else:
             lines.append(f"    # {self._equation(eqs[0])}")
-        lines.append(f"    {fu.pre} = {self._product(fu.h_group, onto=fu.x_group.name)}")
-        if fu.block is None:
+        product = self._product(fusion.h_group, onto=fusion.x_group.name)
+        lines.append(f"    {fusion.pre} = {product}")
+        if fusion.block is None:
             if k > 1:
-                lines.append(self._split_block(fu.pre_nodes, fu.pre))
+                lines.append(self._split_block(fusion.pre_nodes, fusion.pre))
             return lines
-        rules = ", ".join(f"{fname}({fu.pre_nodes[j]})" for fname, a, b in fu.runs
+        rules = ", ".join(f"{fname}({fusion.pre_nodes[j]})" for fname, a, b in fusion.runs
                           for j in range(a, b))
-        lines.append(f"    # {span} {', '.join(fu.act_nodes)} = {rules}")
+        lines.append(f"    # {span} {', '.join(fusion.act_nodes)} = {rules}")
         # the function of most gates over the whole block, then the other gates' columns
         width = {}
-        for fname, a, b in fu.runs:
+        for fname, a, b in fusion.runs:
             width[fname] = width.get(fname, 0) + b - a
         main = max(width, key=lambda f: (width[f], -list(width).index(f)))
         self.printer.used |= {FUNCTIONS[f].cls for f in width}
-        others = [(fname, j) for fname, a, b in fu.runs if fname != main for j in range(a, b)]
+        others = [(fname, j) for fname, a, b in fusion.runs if fname != main for j in range(a, b)]
         if others:  # the gates with another function, by name: their pre-activations' views
-            lines.append(self._split_block(fu.pre_nodes, fu.pre))
-        lines.append(f"    {fu.block} = {main}({fu.pre})")
-        lines.append(self._split_block(fu.act_nodes, fu.block))
-        lines += [f"    _assign({fu.act_nodes[j]}, {fname}({fu.pre_nodes[j]}))"
+            lines.append(self._split_block(fusion.pre_nodes, fusion.pre))
+        lines.append(f"    {fusion.block} = {main}({fusion.pre})")
+        lines.append(self._split_block(fusion.act_nodes, fusion.block))
+        lines += [f"    _assign({fusion.act_nodes[j]}, {fname}({fusion.pre_nodes[j]}))"
                   for fname, j in others]
         return lines
 
     def forward_step(self) -> str:
-        c, d, plan = self.cell, self.d, self.plan
-        fu = plan.fusion
+        c, d, plan = self.cell, self.deriv, self.plan
+        fusion = plan.fusion
         hoisted = [g for g in d.groups if g.hoisted]
         lines = ["    \"\"\"One step given this step's input products; "
                  "returns (new states, saved values).\"\"\"",
                  self._unpack_step_params()]
         fused: set[str] = set()
-        if fu is not None:
-            fused = {m for g in (fu.x_group, fu.h_group) for m, _ in g.members}
-            fused |= set(fu.pre_nodes) | set(fu.act_nodes)
+        if fusion is not None:
+            fused = {m for g in (fusion.x_group, fusion.h_group) for m, _ in g.members}
+            fused |= set(fusion.pre_nodes) | set(fusion.act_nodes)
         for g in hoisted:
-            if fu is None or g is not fu.x_group:
+            if fusion is None or g is not fusion.x_group:
                 lines.append(self._split_block([m for m, _ in g.members], g.name))
         group_of = {m: g for g in d.groups for m, _ in g.members}
         done, eq = set(), 0
@@ -129,7 +130,7 @@ class StepSections:
                         lines.append(f"    {g.name} = {self._product(g)}{note}")
                         lines.append(self._split_block(members, g.name))
                 continue
-            lines.append(f"    {node.name} = {self.p(plan.rw(node.expr), node.equation)}")
+            lines.append(f"    {node.name} = {self.p(plan.rewrite(node.expr), node.equation)}")
         lines.append(f"    return {_tuple(c.state)}, {_tuple(plan.values)}")
         lines = prune_assignments([line for line in lines if line])  # dead equations' values
         candidates = [(c.input, "xs[t]"), *((g.name, f"{g.name}s[t]") for g in hoisted),
@@ -140,10 +141,10 @@ class StepSections:
 
     def _unpack_block_lines(self) -> list[str]:
         """Split a saved activation block back into its named gates."""
-        fu = self.plan.fusion
-        if fu is None or fu.block is None or fu.block not in self.plan.values:
+        fusion = self.plan.fusion
+        if fusion is None or fusion.block is None or fusion.block not in self.plan.values:
             return []
-        return [self._split_block(fu.act_nodes, fu.block)]
+        return [self._split_block(fusion.act_nodes, fusion.block)]
 
     def backward_candidates(self) -> list[tuple[str, str]]:
         """Every value a backward step could read, with what the loop passes for it."""
@@ -156,7 +157,7 @@ class StepSections:
             [(c.input, "xs[t]")]
 
     def backward_step(self) -> str:
-        c, d, plan = self.cell, self.d, self.plan
+        c, d, plan = self.cell, self.deriv, self.plan
         lines = ['    """One step back: adjoints of the previous states, of the stacked products'
                  ' and of the parameters."""',
                  self._unpack_step_params()]
@@ -174,7 +175,7 @@ class StepSections:
                 if not g.hoisted:  # only a product passed back inside the step needs the name
                     lines.append(f"    d_{g.name} = d_{rep}")
                 return
-            parts = [self.p(plan.rw(a)) if a != 0 else f"0 * d_{c.state[0]}"
+            parts = [self.p(plan.rewrite(a)) if a != 0 else f"0 * d_{c.state[0]}"
                      for a in d.group_adjoints[g.name]]
             value = parts[0] if len(parts) == 1 else f"_cat(({', '.join(parts)}))"
             lines.append(f"    d_{g.name} = {value}")
@@ -191,13 +192,13 @@ class StepSections:
             for b in a.expr.atoms(Backprop):
                 emit_group(groups[b.args[0].name])
             rule = f"  # {'; '.join(a.rules)}" if a.rules else ""
-            lines.append(f"    {a.name} = {self.p(plan.rw(a.expr), a.equation)}{rule}")
+            lines.append(f"    {a.name} = {self.p(plan.rewrite(a.expr), a.equation)}{rule}")
         if eq != 0:
             for g in d.groups:
                 emit_group(g)
         prevs = [d.prev_adjoints[s] or f"0 * {prev(s)}" for s in c.state]
         stacks = [f"d_{s}" for s in plan.stacks]
-        owns = [self.p(plan.rw(d.param_adjoints[p])) for p in plan.own]
+        owns = [self.p(plan.rewrite(d.param_adjoints[p])) for p in plan.own]
         dx = f"d_{c.input}" if d.input_elementwise else "None"
         lines.append(f"    return {_tuple(prevs)}, {_tuple(stacks)}, {_tuple(owns)}, {dx}")
         self.backward_args = _used(self.backward_candidates(), lines)
@@ -205,7 +206,7 @@ class StepSections:
         return "\n".join(line for line in [f"def _backward_step({head}):", *lines] if line)
 
     def jacobian(self) -> str:
-        c, d, plan = self.cell, self.d, self.plan
+        c, d, plan = self.cell, self.deriv, self.plan
         like = prev(c.state[0])
 
         def block(terms: list[JacobianTerm], sp: str) -> str:
@@ -213,7 +214,7 @@ class StepSections:
                 return f"_diag(0, {like})"
             parts = []
             for term in terms:
-                coef = self.p(plan.rw(term.coef))
+                coef = self.p(plan.rewrite(term.coef))
                 if term.matrix is None:
                     parts.append(f"_diag({coef}, {like})")
                 elif term.operand is None:
@@ -240,7 +241,7 @@ class StepSections:
         returned = "".join(block(t, sp) for (_, sp), t in d.jacobian.items())
         body = [line for i, line in enumerate(body) if line.split(" = ")[0].strip()
                 in "\n".join(body[i + 1:]) + returned]
-        tangents = [f"    {t.name} = {self.p(plan.rw(t.expr))}" for t in d.jacobian_tangents]
+        tangents = [f"    {t.name} = {self.p(plan.rewrite(t.expr))}" for t in d.jacobian_tangents]
         if tangents:
             tangents.insert(0, "    # elementwise total derivatives within the step: "
                                "_D_<node>_<leaf> = d node / d leaf")
@@ -253,16 +254,16 @@ class StepSections:
         for terms in [*d.jacobian.values(),
                       *(t for o in order for t in d.jacobian_operands[o].values())]:
             for term in terms:
-                needed |= free_names(plan.rw(term.coef)) | {term.matrix} - {None}
+                needed |= free_names(plan.rewrite(term.coef)) | {term.matrix} - {None}
         for t in d.jacobian_tangents:
-            needed |= free_names(plan.rw(t.expr))
+            needed |= free_names(plan.rewrite(t.expr))
         needed -= {t.name for t in d.jacobian_tangents}
         block_names = self._unpack_block_lines()
-        fu = plan.fusion
-        if block_names and not needed & set(fu.act_nodes):
+        fusion = plan.fusion
+        if block_names and not needed & set(fusion.act_nodes):
             block_names = []
         missing = needed - set(plan.values) - set(c.params) - {prev(s) for s in c.state}
-        missing -= set(fu.act_nodes) if block_names else set()
+        missing -= set(fusion.act_nodes) if block_names else set()
         if missing:  # never emit a step_jacobian that reads a value step_forward does not save
             raise RuntimeError(f"{c.name}: step_jacobian reads {sorted(missing)}, which the "
                                "forward step does not save")
@@ -274,7 +275,7 @@ class StepSections:
         if needed & set(c.params):
             lines.append('    _p = _cache["params"]')
         lines += [f"    {v} = _values[{v!r}][0]" for v in plan.values
-                  if v in needed or (block_names and v == fu.block)]
+                  if v in needed or (block_names and v == fusion.block)]
         lines += block_names
         lines += [f"    {prev(s)} = _states[{s!r}][0]" for s in c.state if prev(s) in needed]
         lines += [f"    {n} = _p[{n!r}]" for n in sorted(needed & set(c.params))]

@@ -50,7 +50,7 @@ class Plan:
     step_params: list[str]  # parameters (and stacked matrices) the step bodies read
     bias_names: dict[str, str]  # group -> name of its stacked folded biases (groups with some)
 
-    def rw(self, expr: sympy.Expr) -> sympy.Expr:
+    def rewrite(self, expr: sympy.Expr) -> sympy.Expr:
         """An expression of the derivation, with folded biases cancelled."""
         return sympy.sympify(expr).xreplace(self.subs) if self.subs else expr
 
@@ -91,7 +91,7 @@ def _fold_biases(deriv: Derivation) -> tuple[dict, dict[str, list[str]]]:
     return subs, folded
 
 
-def _fuse(deriv: Derivation, rw, used_elsewhere, names) -> Fusion | None:
+def _fuse(deriv: Derivation, rewrite, used_elsewhere, names) -> Fusion | None:
     """The pre-activation block, when every slot is (input product + recurrent product)."""
     hoisted = [g for g in deriv.groups if g.hoisted]
     recurrent = [g for g in deriv.groups if not g.hoisted and g.operand in
@@ -107,9 +107,9 @@ def _fuse(deriv: Derivation, rw, used_elsewhere, names) -> Fusion | None:
         for (mx, _), (mh, _) in zip(x_group.members, h_group.members, strict=True):
             want = {sympy.Symbol(mx), sympy.Symbol(mh)}
             node = next((n for n in deriv.nodes if n.kind == "arith"
-                         and rw(n.expr).is_Add and set(rw(n.expr).args) == want), None)
+                         and rewrite(n.expr).is_Add and set(rewrite(n.expr).args) == want), None)
             readers = [n for n in deriv.nodes if n.kind != "matvec"
-                       and ({mx, mh} & {s.name for s in rw(n.expr).free_symbols})]
+                       and ({mx, mh} & {s.name for s in rewrite(n.expr).free_symbols})]
             if node is None or readers != [node] or {mx, mh} & used_elsewhere:
                 break
             pre.append(node.name)
@@ -145,7 +145,7 @@ def make_plan(deriv: Derivation) -> Plan:
     cell = deriv.cell
     subs, folded = _fold_biases(deriv)
 
-    def rw(e):
+    def rewrite(e):
         return sympy.sympify(e).xreplace(subs) if subs else e
 
     names = {*RESERVED_NAMES, cell.input, *cell.state, *(prev(s) for s in cell.state), *cell.order,
@@ -153,14 +153,14 @@ def make_plan(deriv: Derivation) -> Plan:
              *(g.matrix for g in deriv.groups)}
     jac_terms: list[JacobianTerm] = [t for ts in deriv.jacobian.values() for t in ts]
     jac_terms += [t for b in deriv.jacobian_operands.values() for ts in b.values() for t in ts]
-    backward_exprs = [rw(a.expr) for a in deriv.adjoints]
-    backward_exprs += [rw(e) for e in deriv.param_adjoints.values()]
-    jac_exprs = [rw(t.coef) for t in jac_terms]
-    jac_exprs += [rw(t.expr) for t in deriv.jacobian_tangents]
+    backward_exprs = [rewrite(a.expr) for a in deriv.adjoints]
+    backward_exprs += [rewrite(e) for e in deriv.param_adjoints.values()]
+    jac_exprs = [rewrite(t.coef) for t in jac_terms]
+    jac_exprs += [rewrite(t.expr) for t in deriv.jacobian_tangents]
     read_back = set().union(*(e.free_symbols for e in backward_exprs + jac_exprs))
     read_back = {s.name for s in read_back}
     read_back |= {g.operand for g in deriv.groups}
-    fusion = _fuse(deriv, rw, read_back, names)
+    fusion = _fuse(deriv, rewrite, read_back, names)
 
     values = [n.name for n in deriv.nodes if n.name in read_back]
     if cell.output not in cell.state and cell.output not in values:
@@ -184,7 +184,7 @@ def make_plan(deriv: Derivation) -> Plan:
     used = set(read_back)
     for n in deriv.nodes:
         if n.kind != "matvec":
-            used |= {s.name for s in rw(n.expr).free_symbols}
+            used |= {s.name for s in rewrite(n.expr).free_symbols}
     bias_names = {g.name: naming.unique(naming.folded_bias(g.operand), names) for g in deriv.groups
                   if any(folded.get(m) for m, _ in g.members)}
     step_params = [g.matrix for g in deriv.groups if not g.hoisted]
