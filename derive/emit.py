@@ -310,7 +310,8 @@ class Emitter(StepSections):
         args = "".join(f"{call}, " for _, call in self.backward_args)
         stacks = [f"d_{s}_all" for s in plan.stacks] + [f"d_{q}_all" for q in plan.own]
         lines += ["    S, V = list(states.values()), list(values.values())",
-                  f"    D = [[None] * T for _ in range({len(stacks)})]  # per-step adjoints to stack",
+                  *([f"    D = [[None] * T for _ in range({len(stacks)})]  # per-step adjoints "
+                     "to stack"] if stacks else []),
                   "    xs = _steps(x)",
                   "    d_ys = _steps(d_outputs) if d_outputs is not None else None",
                   "    for t in range(T - 1, -1, -1):",
@@ -321,9 +322,10 @@ class Emitter(StepSections):
                       f"*d_state[{o + 1}:])"]
         lines += [f"        d_state, stacked, own, d_x_t = _backward_step({args}step)",
                   "        if t >= full:  # what the step computed for ended rows is dropped",
-                  "            d_state = [_where(mask[t], value, h) for value, h in zip(d_state, held)]",
-                  "        for seq, value in zip(D, (*stacked, *own)):",
-                  "            seq[t] = value"]
+                  "            d_state = [_where(mask[t], value, h) for value, h in zip(d_state, held)]"]
+        if stacks:
+            lines += ["        for seq, value in zip(D, (*stacked, *own)):",
+                      "            seq[t] = value"]
         if d.input_elementwise:
             lines.append("        d_x[t] = d_x_t")
         if stacks:

@@ -102,8 +102,15 @@ class StepSections:
         if fusion is not None:
             fused = {m for g in (fusion.x_group, fusion.h_group) for m, _ in g.members}
             fused |= set(fusion.pre_nodes) | set(fusion.act_nodes)
+        # a hoisted group's per-step slice comes in as an argument; a single product's slice is
+        # named for the product itself (no alias line)
+        arg_of = {g.name: g.name for g in hoisted}
         for g in hoisted:
-            if fusion is None or g is not fusion.x_group:
+            if fusion is not None and g is fusion.x_group:
+                continue
+            if len(g.members) == 1:
+                arg_of[g.name] = g.members[0][0]
+            else:
                 lines.append(self._split_block([m for m, _ in g.members], g.name))
         group_of = {m: g for g in d.groups for m, _ in g.members}
         done, eq = set(), 0
@@ -133,7 +140,7 @@ class StepSections:
             lines.append(f"    {node.name} = {self.p(plan.rewrite(node.expr), node.equation)}")
         lines.append(f"    return {_tuple(c.state)}, {_tuple(plan.values)}")
         lines = prune_assignments([line for line in lines if line])  # dead equations' values
-        candidates = [(c.input, "xs[t]"), *((g.name, f"{g.name}s[t]") for g in hoisted),
+        candidates = [(c.input, "xs[t]"), *((arg_of[g.name], f"{g.name}s[t]") for g in hoisted),
                       *((prev(s), f"S[{k}][t]") for k, s in enumerate(c.state))]
         self.forward_args = _used(candidates, lines)
         head = ", ".join([a for a, _ in self.forward_args] + ["_p"])

@@ -58,19 +58,24 @@ def _free_port() -> int:
 def test_ddp_gradients_equal_one_process_on_the_whole_batch(tmp_path):
     (tmp_path / "lstm_layer.py").write_text(emit(derive(load_cell("lstm")), "torch"))
     (tmp_path / "worker.py").write_text(WORKER)
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
-           "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
     result = tmp_path / "grads.json"
-    procs = [subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), str(tmp_path),
-                               str(result)], env={**env, "RANK": str(rank)},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-             for rank in range(2)]
-    try:
-        outs = [p.communicate(timeout=120)[0].decode(errors="replace") for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    assert all(p.returncode == 0 for p in procs), "\n".join(outs)
+    for attempt in range(2):  # a port taken between choosing and binding it: once more
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+               "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+        procs = [subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), str(tmp_path),
+                                   str(result)], env={**env, "RANK": str(rank)},
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                 for rank in range(2)]
+        try:
+            outs = [p.communicate(timeout=120)[0].decode(errors="replace") for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+        ok = all(p.returncode == 0 for p in procs)
+        if ok or attempt or not any("address already in use" in o.lower() or "connect" in
+                                    o.lower() for o in outs):
+            break
+    assert ok, "\n".join(outs)
     ddp_grads = json.loads(result.read_text())
 
     sys.path.insert(0, str(tmp_path))
