@@ -93,9 +93,6 @@ class Derivation:
         self.gradients, self.jacobian = content.gradients, content.jacobian
         self.jacobian_where = content.jacobian_where
 
-    def _equations(self, section: str) -> list:
-        return list(getattr(self, section))
-
     def __repr__(self) -> str:
         return (f"<Derivation of {self.name}: {len(self.forward)} forward, "
                 f"{len(self.adjoints)} adjoint, {len(self.gradients)} gradient equations>")
@@ -103,7 +100,7 @@ class Derivation:
     def _repr_html_(self) -> str:
         parts = [f"<h3>Derivation of {escape(self.name)}</h3>"]
         for section, title in self.SECTIONS:
-            equations = self._equations(section)
+            equations = getattr(self, section)
             if not equations:
                 continue
             parts.append(f"<h4>{title}</h4>")
@@ -115,7 +112,7 @@ class Derivation:
     def _repr_latex_(self) -> str:
         lines = []
         for section, title in self.SECTIONS:
-            equations = self._equations(section)
+            equations = getattr(self, section)
             if equations:
                 lines.append(rf"&\text{{{title}}} \\")
                 lines += [rf"&{e.latex} \\" for e in equations]
@@ -124,7 +121,7 @@ class Derivation:
     def _repr_markdown_(self) -> str:
         parts = [f"### Derivation of `{self.name}`"]
         for section, title in self.SECTIONS:
-            equations = self._equations(section)
+            equations = getattr(self, section)
             if equations:
                 parts.append(f"**{title}**")
                 parts += [f"$$ {e.latex} $$" for e in equations]
