@@ -109,8 +109,7 @@ class _Names:
     """Made-up names that never collide with the spec's (or each other)."""
 
     def __init__(self, cell: Cell):
-        self.taken = {cell.input, *cell.state, *(prev(s) for s in cell.state), *cell.order,
-                      *(t for t, _, _ in cell.equations), *cell.pack, *RESERVED_NAMES}
+        self.taken = cell.names | set(RESERVED_NAMES)
 
     def new(self, base: str) -> str:
         if base.startswith(("d_", "_")):  # the prefixes of adjoints and of emitted internals

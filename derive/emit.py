@@ -9,8 +9,6 @@ parameter gradients from the stacked per-step adjoints in one product after the 
 
 from __future__ import annotations
 
-import textwrap
-
 import derive_cells
 from derive_cells.derivation import Derivation
 from derive_cells.emit_step import StepSections
@@ -19,7 +17,7 @@ from derive_cells.layout import prune_assignments, wrap
 from derive_cells.plan import make_plan
 from derive_cells.printers import CellCodePrinter, TorchCodePrinter, term_ranks
 from derive_cells.spec import prev
-from derive_cells.targets import TARGETS, Target, drop_unused_helpers
+from derive_cells.targets import CHECKS, STEP_API, TARGETS, Target, drop_unused_helpers
 from derive_cells.torch_layer import add_layer
 
 
@@ -60,13 +58,13 @@ class Emitter(StepSections):
     def module(self) -> str:
         # the step bodies first: printing them records which elementwise helpers they call
         steps = [self.forward_step(), self.backward_step(), self.forward(), self.backward(),
-                 self.target.api.strip("\n"), self.step_api(), self.jacobian()]
+                 self.target.api.strip("\n"), STEP_API.strip("\n"), self.jacobian()]
         parts = [self.header(), self.constants(), self.functions(), self.target.helpers.strip("\n"),
-                 self.check(), self.prepare(), *steps]
+                 CHECKS.strip("\n"), self.prepare(), *steps]
         text = "\n\n\n".join(p.rstrip() for p in parts if p) + "\n"
         if self.target.name == "torch":  # the nn.Module over forward(), documented in the header
             text = add_layer(self.deriv, self.plan, text)
-        return wrap(drop_unused_helpers(text, self.target.helpers))
+        return wrap(drop_unused_helpers(text, self.target.helpers + CHECKS))
 
     def header(self) -> str:
         c = self.cell
@@ -106,98 +104,6 @@ class Emitter(StepSections):
                 body = np_body if self.target.name == "numpy" else torch_body
             out.append(f"def {name}(z):\n    return {body}")
         return "\n\n\n".join(out) if out else "# (no elementwise functions)"
-
-    def check(self) -> str:
-        return textwrap.dedent('''\
-        def _dims(spec, I, H):
-            """('4*H', 'I') -> (4 * H, I)."""
-            out = []
-            for dim in spec:
-                k, _, name = dim.rpartition("*")
-                out.append((int(k) if k else 1) * {"H": H, "I": I}[name])
-            return tuple(out)
-
-
-        def _check(x, state0, params, finite=True):
-            """Validate shapes and dtypes (and that every value is finite); return (T, B, I, H)."""
-            if not _is_float_array(x) or x.ndim != 3:
-                raise ValueError(f"x: expected a floating-point array of shape (T, B, I), "
-                                 f"time-major, got {type(x).__name__} {getattr(x, 'shape', '')}")
-            T, B, I = x.shape
-            if finite:
-                _check_finite("x", x)
-            unknown = sorted(set(params) - set(PARAMS))
-            missing = [n for n in PARAMS if n not in params]
-            if unknown or missing:
-                raise ValueError(f"params: unknown {unknown}, missing {missing}; "
-                                 f"expected {list(PARAMS)}")
-            unknown = sorted(set(state0 or {}) - set(STATE))
-            if unknown:
-                raise ValueError(f"state0: unknown state(s) {unknown}; states are {STATE}")
-            H, source = _hidden_size(state0 or {}, params)
-            for name, spec in PARAMS.items():
-                _check_array(f"params[{name!r}]", params[name], _dims(spec, I, H), x, source,
-                             finite)
-            for name, value in (state0 or {}).items():
-                _check_array(f"state0[{name!r}]", value, (B, H), x, source, finite)
-            return T, B, I, H
-
-
-        def _hidden_size(state0, params):
-            """H and the array that fixed it: an initial state, else a parameter with H columns,
-            else the rows of the first parameter."""
-            for name, value in state0.items():
-                if getattr(value, "ndim", None) == 2:
-                    return value.shape[1], f"H = {value.shape[1]}, from state0[{name!r}]"
-            for name, spec in PARAMS.items():
-                if spec[1:] == ("H",) and getattr(params[name], "ndim", None) == 2:
-                    H = params[name].shape[1]
-                    return H, f"H = {H}, from the columns of params[{name!r}]"
-            for name, spec in PARAMS.items():
-                if getattr(params[name], "ndim", None) in (1, 2):
-                    H = params[name].shape[0] // _dims(spec, 1, 1)[0]
-                    return H, f"H = {H}, from the rows of params[{name!r}]"
-            raise ValueError("state0: give the initial states; nothing else fixes the hidden "
-                             "size H of this cell")
-
-
-        def _check_array(what, a, shape, like, why="", finite=True):
-            if not _is_float_array(a):
-                raise ValueError(f"{what}: expected a floating-point array of shape {shape}, "
-                                 f"got {type(a).__name__}")
-            if tuple(a.shape) != tuple(shape):
-                why = f" ({why})" if why else ""
-                raise ValueError(f"{what}: expected shape {tuple(shape)}{why}, "
-                                 f"got {tuple(a.shape)}")
-            if a.dtype != like.dtype:
-                raise ValueError(f"{what}: dtype {a.dtype} differs from x's {like.dtype}")
-            if finite:
-                _check_finite(what, a)
-
-
-        def _check_finite(what, a):
-            bad = _first_nonfinite(a)
-            if bad is not None:
-                raise ValueError(f"{what}: not finite (NaN or infinity) at index {bad}")
-
-
-        def _distinct(d_state0, d_params, given):
-            """Every returned gradient its own array: a copy where one would be returned twice
-            or is one of the given adjoints (so each can be changed in place on its own)."""
-            seen = {id(a) for a in (given or {}).values() if a is not None}
-            for out in (d_state0, d_params):
-                for name, a in out.items():
-                    if id(a) in seen:
-                        out[name] = a = _copy(a)
-                    seen.add(id(a))
-            return d_state0, d_params
-
-
-        def _initial(values, like, B, H):
-            """Initial states (or final-state adjoints): given arrays, zeros where missing."""
-            values = values or {}
-            return tuple(values[n] if values.get(n) is not None else _zeros((B, H), like)
-                         for n in STATE)''')
 
     def prepare(self) -> str:
         plan = self.plan
@@ -309,28 +215,27 @@ class Emitter(StepSections):
         o = list(c.state).index(c.output) if c.output in c.state else None
         args = "".join(f"{call}, " for _, call in self.backward_args)
         stacks = [f"d_{s}_all" for s in plan.stacks] + [f"d_{q}_all" for q in plan.own]
+        if stacks:
+            lines.append("    # per-step adjoints, made into the parameter gradients after the loop")
         lines += ["    S, V = list(states.values()), list(values.values())",
-                  *([f"    D = [[None] * T for _ in range({len(stacks)})]  # per-step adjoints "
-                     "to stack"] if stacks else []),
+                  *(f"    {n} = [None] * T" for n in stacks),
                   "    xs = _steps(x)",
                   "    d_ys = _steps(d_outputs) if d_outputs is not None else None",
                   "    for t in range(T - 1, -1, -1):",
                   "        held = d_state  # what rows past their length pass through unchanged"]
         if o is not None:
+            items = [f"d_state[{k}]" for k in range(len(c.state))]
+            items[o] += " + d_ys[t]"
             lines += ["        if d_outputs is not None:",
-                      f"            d_state = (*d_state[:{o}], d_state[{o}] + d_ys[t], "
-                      f"*d_state[{o + 1}:])"]
+                      f"            d_state = ({', '.join(items)}{',' if len(items) == 1 else ''})"]
         lines += [f"        d_state, stacked, own, d_x_t = _backward_step({args}step)",
                   "        if t >= full:  # what the step computed for ended rows is dropped",
                   "            d_state = [_where(mask[t], value, h) for value, h in zip(d_state, held)]"]
-        if stacks:
-            lines += ["        for seq, value in zip(D, (*stacked, *own)):",
-                      "            seq[t] = value"]
+        lines += [f"        {n}[t] = stacked[{k}]" for k, n in enumerate(stacks[:len(plan.stacks)])]
+        lines += [f"        {n}[t] = own[{k}]" for k, n in enumerate(stacks[len(plan.stacks):])]
         if d.input_elementwise:
             lines.append("        d_x[t] = d_x_t")
-        if stacks:
-            lines.append(f"    {', '.join(stacks)}{',' if len(stacks) == 1 else ''} = "
-                         "(_stack(seq) for seq in D)")
+        lines += [f"    {n} = _stack({n})" for n in stacks]
         masked = [*stacks, *(["d_x"] if d.input_elementwise else [])]
         if masked:  # what the steps past a row's length computed for it is not a gradient
             lines.append("    if mask is not None:")
@@ -387,26 +292,6 @@ class Emitter(StepSections):
                   "        d_x = _reorder(d_x, order)",
                   "    return d_x, *_distinct(dict(zip(STATE, d_state)), d_params, d_state_T)"]
         return "\n".join(prune_assignments([line for line in lines if line]))
-
-    def step_api(self) -> str:
-        return textwrap.dedent('''\
-        def step_forward(x_t, state, params):
-            """One step. x_t: (B, I); state: {name: (B, H)}. Returns (state_new, saved)."""
-            if not _is_float_array(x_t) or x_t.ndim != 2:
-                raise ValueError(f"x_t: expected a floating-point array of shape (B, I), got "
-                                 f"{type(x_t).__name__} {getattr(x_t, 'shape', '')}")
-            _, state_new, saved = forward(x_t[None], state, params)
-            return state_new, saved
-
-
-        def step_backward(d_state_new, saved, params):
-            """d_state_new: {name: (B, H)}, the adjoints of step_forward's new state.
-            params: as given to step_forward (saved already holds them; the argument keeps
-            the two steps' signatures alike).
-            Returns (d_x_t (B, I), d_state {name: (B, H)}, d_params {name: array})."""
-            del params
-            d_x, d_state, d_params = backward(None, d_state_new, saved)
-            return d_x[0], d_state, d_params''')
 
 
 

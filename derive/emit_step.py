@@ -119,7 +119,8 @@ class StepSections:
                 if "fused" not in done:
                     done.add("fused")
                     lines += self._fused_lines()
-                    eq = -1
+                    eqs = {self.deriv.node(z).equation for z in plan.fusion.pre_nodes}
+                    eq = eqs.pop() if len(eqs) == 1 and plan.fusion.block is None else -1
                 continue
             if node.equation != eq:
                 eq = node.equation
@@ -171,6 +172,9 @@ class StepSections:
         lines += self._unpack_block_lines()
         emitted, eq = set(), -1
         groups = {g.name: g for g in d.groups}
+        adjoint_of = self.printer.adjoint_names  # a group whose adjoint is one name: that name
+        adjoint_of.clear()
+        later: list[str] = []  # the adjoints still to be assigned
 
         def emit_group(g):
             if g.name in emitted:
@@ -180,14 +184,19 @@ class StepSections:
             if rep != g.name:
                 emit_group(groups[rep])
                 if not g.hoisted:  # only a product passed back inside the step needs the name
-                    lines.append(f"    d_{g.name} = d_{rep}")
+                    adjoint_of[g.name] = adjoint_of.get(rep, f"d_{rep}")
                 return
-            parts = [self.p(plan.rewrite(a)) if a != 0 else f"0 * d_{c.state[0]}"
-                     for a in d.group_adjoints[g.name]]
+            adjoints = [plan.rewrite(a) for a in d.group_adjoints[g.name]]
+            if (len(adjoints) == 1 and isinstance(adjoints[0], sympy.Symbol)
+                    and adjoints[0].name not in later):  # no alias line: the name is final
+                adjoint_of[g.name] = adjoints[0].name
+                return
+            parts = [self.p(a) if a != 0 else f"0 * d_{c.state[0]}" for a in adjoints]
             value = parts[0] if len(parts) == 1 else f"_cat(({', '.join(parts)}))"
             lines.append(f"    d_{g.name} = {value}")
 
-        for a in d.adjoints:
+        for k, a in enumerate(d.adjoints):
+            later[:] = [b.name for b in d.adjoints[k:]]
             if a.equation != eq:
                 eq = a.equation
                 if eq:
@@ -201,10 +210,11 @@ class StepSections:
             rule = f"  # {'; '.join(a.rules)}" if a.rules else ""
             lines.append(f"    {a.name} = {self.p(plan.rewrite(a.expr), a.equation)}{rule}")
         if eq != 0:
+            later.clear()
             for g in d.groups:
                 emit_group(g)
         prevs = [d.prev_adjoints[s] or f"0 * {prev(s)}" for s in c.state]
-        stacks = [f"d_{s}" for s in plan.stacks]
+        stacks = [adjoint_of.get(s, f"d_{s}") for s in plan.stacks]
         owns = [self.p(plan.rewrite(d.param_adjoints[p])) for p in plan.own]
         dx = f"d_{c.input}" if d.input_elementwise else "None"
         lines.append(f"    return {_tuple(prevs)}, {_tuple(stacks)}, {_tuple(owns)}, {dx}")
@@ -232,22 +242,20 @@ class StepSections:
                 return parts[0]
             return "(" + "\n            + ".join(parts) + ")"
 
-        order: list[str] = []  # operand blocks, innermost first, only those referred to
+        order: list[tuple[str, str]] = []  # operand blocks (operand, s'), innermost first,
+        # and only those a returned block reads, directly or through another operand block
 
-        def visit(terms):
+        def visit(terms, sp):
             for term in terms:
-                if term.operand and term.operand not in order:
-                    for sub in d.jacobian_operands[term.operand].values():
-                        visit(sub)
-                    order.append(term.operand)
+                if term.operand and (term.operand, sp) not in order:
+                    visit(d.jacobian_operands[term.operand].get(sp, []), sp)
+                    order.append((term.operand, sp))
 
-        for terms in d.jacobian.values():
-            visit(terms)
+        for (_, sp), terms in d.jacobian.items():
+            visit(terms, sp)
+        order.sort(key=lambda pair: c.state.index(pair[1]))  # each s' together, inner first
         body = [f"    _J_{o}_{sp} = {block(d.jacobian_operands[o].get(sp, []), sp)}"
-                for o in order for sp in c.state]
-        returned = "".join(block(t, sp) for (_, sp), t in d.jacobian.items())
-        body = [line for i, line in enumerate(body) if line.split(" = ")[0].strip()
-                in "\n".join(body[i + 1:]) + returned]
+                for o, sp in order]
         tangents = [f"    {t.name} = {self.p(plan.rewrite(t.expr))}" for t in d.jacobian_tangents]
         if tangents:
             tangents.insert(0, "    # elementwise total derivatives within the step: "
@@ -259,7 +267,7 @@ class StepSections:
         text = "\n".join(body)
         needed = {like}
         for terms in [*d.jacobian.values(),
-                      *(t for o in order for t in d.jacobian_operands[o].values())]:
+                      *(d.jacobian_operands[o].get(sp, []) for o, sp in order)]:
             for term in terms:
                 needed |= free_names(plan.rewrite(term.coef)) | {term.matrix} - {None}
         for t in d.jacobian_tangents:

@@ -148,9 +148,8 @@ def make_plan(deriv: Derivation) -> Plan:
     def rewrite(e):
         return sympy.sympify(e).xreplace(subs) if subs else e
 
-    names = {*RESERVED_NAMES, cell.input, *cell.state, *(prev(s) for s in cell.state), *cell.order,
-             *(n.name for n in deriv.nodes), *cell.pack, *(g.name for g in deriv.groups),
-             *(g.matrix for g in deriv.groups)}
+    names = {*RESERVED_NAMES, *cell.names, *(n.name for n in deriv.nodes),
+             *(g.name for g in deriv.groups), *(g.matrix for g in deriv.groups)}
     jac_terms: list[JacobianTerm] = [t for ts in deriv.jacobian.values() for t in ts]
     jac_terms += [t for b in deriv.jacobian_operands.values() for ts in b.values() for t in ts]
     backward_exprs = [rewrite(a.expr) for a in deriv.adjoints]

@@ -38,6 +38,7 @@ class CellCodePrinter(PythonCodePrinter):
         super().__init__({"fully_qualified_modules": False, "standard": "python3"})
         self.group_matrices = group_matrices
         self.used: set[type] = set()  # function classes printed so far: the helpers to define
+        self.adjoint_names: dict[str, str] = {}  # group -> the name its adjoint has, if not d_G
 
     def doprint(self, expr, assign_to=None, ranks: dict[str, int] | None = None) -> str:
         """SymPy's text with spaces around * and / (not **), as code is written by hand; with
@@ -67,7 +68,7 @@ class CellCodePrinter(PythonCodePrinter):
 
     def _print_Backprop(self, expr: Backprop) -> str:
         group = expr.args[0].name
-        return f"d_{group} @ {self.group_matrices[group]}"
+        return f"{self.adjoint_names.get(group, f'd_{group}')} @ {self.group_matrices[group]}"
 
     def parenthesize(self, item, level, strict=False) -> str:
         """A positive fraction prints as a float literal (0.5), which needs no parentheses."""

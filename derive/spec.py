@@ -72,6 +72,17 @@ class Cell:
     order: list[str] = field(default_factory=list)  # free names in order of first use
 
     @property
+    def written(self) -> list[str]:
+        """The names the spec writes: input, states, free names in order of use, equation
+        targets (a name may repeat)."""
+        return [self.input, *self.state, *self.order, *(t for t, _, _ in self.equations)]
+
+    @property
+    def names(self) -> set[str]:
+        """Every name the cell's code uses: the spec's, the states' _prev, packed names."""
+        return {*self.written, *(prev(s) for s in self.state), *self.pack}
+
+    @property
     def params(self) -> list[str]:
         """Unpacked parameter names in order of first use."""
         return [n for n in self.order if n in self.matrices or n in self.vectors]
@@ -416,7 +427,7 @@ def _check_latex(latex: object, cell: Cell, source: str) -> dict[str, str]:
     """Display names: a letter or Greek letter, an accent, a subscript; nothing else."""
     if not isinstance(latex, dict) or not all(isinstance(v, str) for v in latex.values()):
         raise SpecError(source, "[latex] must be a table of strings")
-    names = {cell.input, *cell.state, *cell.order, *(t for t, _, _ in cell.equations)}
+    names = set(cell.written)
     for name, text in latex.items():
         if name not in names:
             raise SpecError(source, f"[latex] names {name!r}, which the cell does not use")

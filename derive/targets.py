@@ -56,6 +56,11 @@ def drop_unused_helpers(text: str, helpers: str) -> str:
         chunks = [c for c in chunks if c not in unused]
 
 
+# Target-independent parts of every module: input checks, and the one-step API.
+CHECKS = inlined("runtime_checks.py")
+STEP_API = inlined("runtime_steps.py")
+
+
 @dataclass(frozen=True)
 class Target:
     name: str

@@ -12,6 +12,7 @@ r * h_prev) are shown as what they compute, so that no symbol is left undefined.
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass, field
 from html import escape
@@ -212,7 +213,7 @@ class Notation:
     def __init__(self, deriv: Derivation):
         cell = deriv.cell
         plain: dict[str, Display] = {}
-        for name in [cell.input, *cell.state, *cell.order, *(t for t, _, _ in cell.equations)]:
+        for name in cell.written:
             plain[name] = parse_latex_name(cell.latex[name]) if name in cell.latex else \
                 default_display(name)
         names = dict(plain)
@@ -462,10 +463,13 @@ def _macs(deriv: Derivation) -> str:
 def _code(source: str) -> list[tuple[str, str]]:
     """The emitted step functions, each line with the anchor of the equation it implements;
     a power in a comment (tanh'(z) = 1 - t^2) is written with Python's ** like the code."""
-    start = source.index("def _forward_step")
-    end = source.index("\ndef ", source.index("def _backward_step") + 1)
+    found = {node.name: node for node in ast.parse(source).body
+             if isinstance(node, ast.FunctionDef)}
+    text = source.splitlines()
+    forward, backward = (text[found[n].lineno - 1: found[n].end_lineno]
+                         for n in ("_forward_step", "_backward_step"))
     lines, anchor = [], ""
-    for line in source[start:end].rstrip().splitlines():
+    for line in [*forward, "", "", *backward]:
         code, hash_, comment = line.partition("#")
         if hash_ and "^" in comment:  # a rule comment's power, in the code's own notation
             line = code + hash_ + comment.replace("^", "**")

@@ -67,3 +67,61 @@ def test_every_emitted_module_passes_ruff(tmp_path):
                            "concise", str(tmp_path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:]
     assert len(list(tmp_path.glob("*.py"))) == 2 * len(CELLS)
+
+
+# Forms a reader should never meet: a per-step list of lists built by a counted comprehension,
+# an empty slice, an adjoint of a product that only renames another adjoint.
+DEGENERATE = re.compile(r"for _ in range\(\d\)|\[:0\]|^\s+d_\w+_W = d_\w+$", re.M)
+
+
+@pytest.mark.parametrize("name", CELLS, ids=lambda n: Path(n).stem)
+def test_no_degenerate_forms(name):
+    for target in ("numpy", "torch"):
+        text = emit(derive(load_cell(name)), target)
+        found = [m.group().strip() for m in DEGENERATE.finditer(text)]
+        assert not found, f"{name} {target}: {found}"
+
+
+@pytest.mark.parametrize("name", CELLS, ids=lambda n: Path(n).stem)
+def test_each_equation_is_named_once_per_step(name):
+    """Lines of one equation sit under one comment: the forward step names each equation
+    once, and the backward step once too."""
+    text = emit(derive(load_cell(name)), "numpy")
+    for step in ("_forward_step", "_backward_step"):
+        body = text[text.index(f"def {step}"):]
+        body = body[:body.index("\ndef ", 1)]
+        comments = re.findall(r"^    # (\(\d+\).*)$", body, re.M)
+        assert len(comments) == len(set(comments)), (step, comments)
+
+
+def test_runtime_and_generator_sources_pass_ruff():
+    """The runtime emitted modules inline (derive/runtime_*.py) is linted as code, as is the
+    rest of the project."""
+    ruff = shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed (pip install -e '.[test]' installs it)")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([ruff, "check", "derive", "verify", "reports", "bench", "tests"],
+                          cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    runtimes = sorted(p.name for p in (root / "derive").glob("runtime_*.py"))
+    assert runtimes == ["runtime_checks.py", "runtime_numpy.py", "runtime_steps.py",
+                        "runtime_torch.py", "runtime_torch_api.py", "runtime_torch_layer.py"]
+
+
+def test_emitted_modules_carry_the_runtime_verbatim():
+    """What follows each runtime's marker is in the module as it is (the layer class under the
+    cell's name), and verify/ decodes shapes with the very function the modules carry."""
+    from derive_cells import targets
+    from derive_cells.runtime_checks import _dims
+    from derive_cells.torch_layer import LAYER
+    from derive_cells.verify.inputs import dims
+
+    lstm = derive(load_cell("lstm"))
+    numpy_text, torch_text = emit(lstm, "numpy"), emit(lstm, "torch")
+    for text in (numpy_text, torch_text):
+        assert targets.CHECKS.strip("\n") in text
+        assert targets.STEP_API.strip("\n") in text
+    assert targets.TORCH.api.strip("\n") in torch_text
+    assert LAYER.strip("\n").replace("class CellLayer(", "class LSTM(") in torch_text
+    assert dims is _dims and dims(("4*H", "I"), 3, 5) == (20, 3)

@@ -6,14 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-def dims(spec: tuple[str, ...], I: int, H: int) -> tuple[int, ...]:
-    """('4*H', 'I') -> (4 * H, I)."""
-    out = []
-    for dim in spec:
-        k, _, name = dim.rpartition("*")
-        out.append((int(k) if k else 1) * {"H": H, "I": I}[name])
-    return tuple(out)
+from derive_cells.runtime_checks import _dims as dims  # the decoder every emitted module carries
 
 
 def random_params(module, I: int, H: int, rng: np.random.Generator, dtype=np.float64,
