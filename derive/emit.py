@@ -29,11 +29,6 @@ def _docstring_safe(text: str) -> str:
     return "".join(c if c.isprintable() else f"\\U{ord(c):08x}" for c in text)
 
 
-def _shape(kind: str, k: int) -> tuple[str, ...]:
-    rows = "H" if k == 1 else f"{k}*H"
-    return {"input": (rows, "I"), "hidden": (rows, "H"), "vector": (rows,)}[kind]
-
-
 class Emitter(StepSections):
     """Builds the text of one module; sections are methods, shared by every target."""
 
@@ -82,9 +77,7 @@ class Emitter(StepSections):
     def constants(self) -> str:
         lines = [f"STATE = {tuple(self.cell.state)!r}", f"OUTPUT = {self.cell.output!r}",
                  "PARAMS = {"]
-        for name, members in self.plan.params.items():
-            kind = self.cell.matrices.get(members[0], "vector")
-            lines.append(f"    {name!r}: {_shape(kind, len(members))!r},")
+        lines += [f"    {name!r}: {self.plan.shape(name)!r}," for name in self.plan.params]
         lines.append("}")
         lines.append("# parameter -> the per-equation blocks it stacks along its rows")
         lines.append("BLOCKS = {")

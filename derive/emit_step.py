@@ -113,6 +113,15 @@ class StepSections:
             else:
                 lines.append(self._split_block([m for m, _ in g.members], g.name))
         group_of = {m: g for g in d.groups for m, _ in g.members}
+        # a product that is all of a node (z_y = V @ h + a, a folded in) is named for the node
+        exprs = {n.name: plan.rewrite(n.expr) for n in d.nodes if n.name not in fused}
+        named_for = {}
+        for name, expr in exprs.items():
+            g = group_of.get(getattr(expr, "name", None))
+            if (isinstance(expr, sympy.Symbol) and g is not None and not g.hoisted
+                    and len(g.members) == 1 and expr.name not in plan.values
+                    and sum(expr in e.free_symbols for e in exprs.values()) == 1):
+                named_for[expr.name] = name
         done, eq = set(), 0
         for node in d.nodes:
             if node.name in fused:
@@ -133,12 +142,14 @@ class StepSections:
                     note = f"  # + {', '.join(folded)}, folded in" if folded else ""
                     members = [m for m, _ in g.members]
                     if len(members) == 1:  # one product: named for what it is, no alias
-                        lines.append(f"    {members[0]} = {self._product(g)}{note}")
+                        name = named_for.get(members[0], members[0])
+                        lines.append(f"    {name} = {self._product(g)}{note}")
                     else:
                         lines.append(f"    {g.name} = {self._product(g)}{note}")
                         lines.append(self._split_block(members, g.name))
                 continue
-            lines.append(f"    {node.name} = {self.p(plan.rewrite(node.expr), node.equation)}")
+            if node.name not in named_for.values():
+                lines.append(f"    {node.name} = {self.p(exprs[node.name], node.equation)}")
         lines.append(f"    return {_tuple(c.state)}, {_tuple(plan.values)}")
         lines = prune_assignments([line for line in lines if line])  # dead equations' values
         candidates = [(c.input, "xs[t]"), *((arg_of[g.name], f"{g.name}s[t]") for g in hoisted),

@@ -54,6 +54,13 @@ class Plan:
         """An expression of the derivation, with folded biases cancelled."""
         return sympy.sympify(expr).xreplace(self.subs) if self.subs else expr
 
+    def shape(self, name: str) -> tuple[str, ...]:
+        """A PARAMS entry's shape as emitted modules write it: ('4*H', 'I'), ('H', 'H'), ('H',)."""
+        members = self.params[name]
+        rows = "H" if len(members) == 1 else f"{len(members)}*H"
+        kind = self.deriv.cell.matrices.get(members[0], "vector")
+        return {"input": (rows, "I"), "hidden": (rows, "H"), "vector": (rows,)}[kind]
+
     @property
     def stacks(self) -> list[str]:
         return list(dict.fromkeys(self.stack_of.values()))

@@ -433,12 +433,11 @@ def _backprop(deriv: Derivation, e) -> sympy.Expr:
 def _params(deriv: Derivation) -> list[tuple[str, str, str]]:
     from derive_cells.plan import make_plan
 
-    cell = deriv.cell
+    plan = make_plan(deriv)
     out = []
-    for name, members in make_plan(deriv).params.items():
-        kind = cell.matrices.get(members[0], "vector")
-        rows = f"{len(members)}H" if len(members) > 1 else "H"
-        shape = {"input": f"({rows}, I)", "hidden": f"({rows}, H)", "vector": f"({rows},)"}[kind]
+    for name, members in plan.params.items():
+        dims = [d.replace("*", "") for d in plan.shape(name)]  # ('4*H', 'I') -> (4H, I)
+        shape = f"({', '.join(dims)}{',' if len(dims) == 1 else ''})"
         out.append((name, shape, ", ".join(members)))
     return out
 

@@ -125,3 +125,14 @@ def test_emitted_modules_carry_the_runtime_verbatim():
     assert targets.TORCH.api.strip("\n") in torch_text
     assert LAYER.strip("\n").replace("class CellLayer(", "class LSTM(") in torch_text
     assert dims is _dims and dims(("4*H", "I"), 3, 5) == (20, 3)
+
+
+def test_a_product_that_is_a_whole_pre_activation_is_named_for_it():
+    """y = sigmoid(V @ h + a): the product, a folded in, is z_y itself (no V_h = ...; z_y = V_h);
+    RNN: the adjoint handed back for the recurrent product is d_z_h itself."""
+    spec = str(Path(__file__).parent / "specs" / "readout.toml")
+    text = emit(derive(load_cell(spec)), "numpy")
+    assert "    z_y = _addmm(b_h, h, W_h)  # + a, folded in\n" in text
+    assert "V_h" not in text
+    rnn = emit(derive(load_cell("rnn")), "numpy")
+    assert "    d_h_prev = d_z_h @ W_h_prev\n    return (d_h_prev,), (d_z_h,), (), None\n" in rnn
