@@ -29,6 +29,11 @@ def _docstring_safe(text: str) -> str:
     return "".join(c if c.isprintable() else f"\\U{ord(c):08x}" for c in text)
 
 
+# The comment that opens the runtime section at the end of every module.
+RUNTIME = ("# ---- runtime: the array helpers and input checks every emitted {target} module "
+           "carries ----\n")
+
+
 class Emitter(StepSections):
     """Builds the text of one module; sections are methods, shared by every target."""
 
@@ -51,14 +56,17 @@ class Emitter(StepSections):
         return self._rank_cache[equation]
 
     def module(self) -> str:
+        """The cell's own code first (step math, loops, public API), the runtime it shares with
+        every module of its target last."""
         # the step bodies first: printing them records which elementwise helpers they call
         steps = [self.forward_step(), self.backward_step(), self.forward(), self.backward(),
                  self.target.api.strip("\n"), STEP_API.strip("\n"), self.jacobian()]
-        parts = [self.header(), self.constants(), self.functions(), self.target.helpers.strip("\n"),
-                 CHECKS.strip("\n"), self.prepare(), *steps]
+        runtime = RUNTIME.format(target=self.target.title)
+        parts = [self.header(), self.constants(), self.functions(), self.prepare(), *steps,
+                 runtime + self.target.helpers.rstrip("\n"), CHECKS.strip("\n")]
         text = "\n\n\n".join(p.rstrip() for p in parts if p) + "\n"
         if self.target.name == "torch":  # the nn.Module over forward(), documented in the header
-            text = add_layer(self.deriv, self.plan, text)
+            text = add_layer(self.deriv, self.plan, text, runtime)
         return wrap(drop_unused_helpers(text, self.target.helpers + CHECKS))
 
     def header(self) -> str:

@@ -162,8 +162,9 @@ def _literal(d: dict) -> str:
     return "{\n" + "".join(f"    {k!r}: {v!r},\n" for k, v in d.items()) + "}"
 
 
-def add_layer(deriv: Derivation, plan: Plan, text: str) -> str:
-    """The Torch module text with the layer class appended and documented in its docstring."""
+def add_layer(deriv: Derivation, plan: Plan, text: str, runtime: str) -> str:
+    """The Torch module text with the layer class (and the constants it reads) added before the
+    runtime section (which starts with runtime), and documented in the module docstring."""
     cell = deriv.cell
     role, gates = roles(deriv, plan)
     name = class_name(cell.name, _top_level_names(text) | set(CONSTANTS))
@@ -183,4 +184,5 @@ def add_layer(deriv: Derivation, plan: Plan, text: str) -> str:
     doc = _doc(name, cell, plan, role, gates, bias_params)
     end = text.index('\n"""', 3)  # the end of the module docstring
     text = text[:end] + "\n\n" + doc + text[end:]
-    return text.rstrip("\n") + "\n\n\n" + "\n".join(constants) + "\n\n\n" + layer + "\n"
+    at = text.index(runtime)
+    return text[:at] + "\n".join(constants) + "\n\n\n" + layer + "\n\n\n" + text[at:]

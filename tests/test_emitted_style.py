@@ -136,3 +136,20 @@ def test_a_product_that_is_a_whole_pre_activation_is_named_for_it():
     assert "V_h" not in text
     rnn = emit(derive(load_cell("rnn")), "numpy")
     assert "    d_h_prev = d_z_h @ W_h_prev\n    return (d_h_prev,), (d_z_h,), (), None\n" in rnn
+
+
+@pytest.mark.parametrize("name", list(builtin_cells()))
+def test_the_cell_s_own_code_comes_before_the_shared_runtime(name):
+    """Constants and step math at the top (the forward step within 60 lines of the end of the
+    module docstring), the runtime every module of the target carries in one section at the
+    end."""
+    for target in ("numpy", "torch"):
+        lines = emit(derive(load_cell(name)), target).splitlines()
+        first = {line.split("(")[0]: k for k, line in reversed(list(enumerate(lines)))
+                 if line.startswith(("def ", "class ", "# ---- runtime"))}
+        docstring_end = lines.index('"""')
+        assert first["def _forward_step"] - docstring_end < 60, (target, docstring_end)
+        runtime = first["# ---- runtime: the array helpers and input checks every emitted "
+                        f"{'NumPy' if target == 'numpy' else 'PyTorch'} module carries ----"]
+        assert max(first["def step_jacobian"], first.get("class " + name.upper(), 0)) < runtime
+        assert min(first["def _check"], first["def _addmm"], first["def _split"]) > runtime
