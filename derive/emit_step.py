@@ -119,6 +119,7 @@ class StepSections:
         for name, expr in exprs.items():
             g = group_of.get(getattr(expr, "name", None))
             if (isinstance(expr, sympy.Symbol) and g is not None and not g.hoisted
+                    and expr.name not in fused
                     and len(g.members) == 1 and expr.name not in plan.values
                     and sum(expr in e.free_symbols for e in exprs.values()) == 1):
                 named_for[expr.name] = name
