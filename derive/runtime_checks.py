@@ -94,6 +94,18 @@ def _check_array(what, a, shape, like, why="", finite=True):
         _check_finite(what, a)
 
 
+def _check_adjoints(d_outputs, d_state_T, x, H):
+    """Validate backward's incoming adjoints against the forward's input x (T, B, I)."""
+    T, B, _ = x.shape
+    for name, value in (d_state_T or {}).items():
+        if name not in STATE:
+            raise ValueError(f"d_state_T: unknown state {name!r}; states are {STATE}")
+        if value is not None:
+            _check_array(f"d_state_T[{name!r}]", value, (B, H), x)
+    if d_outputs is not None:
+        _check_array("d_outputs", d_outputs, (T, B, H), x, "T, B, H: time-major")
+
+
 def _check_finite(what, a):
     bad = _first_nonfinite(a)
     if bad is not None:
