@@ -14,7 +14,6 @@ results carry the fields of the command's JSON (``as_dict()``).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from functools import cached_property
 from html import escape
@@ -50,10 +49,9 @@ def report(cells, path: str | os.PathLike, fmt: str | None = None,
 def cache_dir() -> Path:
     """Where emitted modules are written before they are imported: $DERIVE_CELLS_CACHE, else
     $XDG_CACHE_HOME/derive-cells/modules (~/.cache/derive-cells/modules)."""
-    if os.environ.get("DERIVE_CELLS_CACHE"):
-        return Path(os.environ["DERIVE_CELLS_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "derive-cells" / "modules"
+    from derive_cells.cache import cache_dir as folder
+
+    return folder()
 
 
 def _svg(fig) -> str:
@@ -81,29 +79,60 @@ class Derivation:
     """The derived equations of a cell, as the reports print them: ``forward``, ``adjoints``
     (the BPTT lines of one step, in order), ``gradients`` (parameters) and ``jacobian`` (the
     per-step Jacobian blocks, then ``jacobian_where``: what they read). Each equation has
-    ``number``, ``latex`` and ``mathml``. ``raw`` is the derivation the emitters print."""
+    ``number``, ``latex`` and ``mathml``; a Jacobian block's further terms are its ``more``
+    rows ("+ term": LaTeX, MathML). ``preactivations``: the z_v names the adjoints use, each
+    with the number of v's equation. ``raw`` is the derivation the emitters print."""
 
     SECTIONS = (("forward", "Forward equations"), ("adjoints", "Backward (BPTT) equations"),
                 ("gradients", "Parameter gradients"), ("jacobian", "Per-step Jacobian"),
                 ("jacobian_where", "where"))
+    BLOCKS = ("jacobian", "jacobian_where")  # sections written one term a row
 
     def __init__(self, raw, content):
         self.raw, self.name = raw, raw.cell.name
         self.forward, self.adjoints = content.forward, content.backward
         self.gradients, self.jacobian = content.gradients, content.jacobian
         self.jacobian_where = content.jacobian_where
+        self.preactivations = content.preactivations
 
     def __repr__(self) -> str:
         return (f"<Derivation of {self.name}: {len(self.forward)} forward, "
                 f"{len(self.adjoints)} adjoint, {len(self.gradients)} gradient equations>")
 
-    def _repr_html_(self) -> str:
-        parts = [f"<h3>Derivation of {escape(self.name)}</h3>"]
+    def _sections(self):
         for section, title in self.SECTIONS:
             equations = getattr(self, section)
-            if not equations:
-                continue
+            if equations:
+                yield section, title, equations
+
+    def _preactivations_words(self) -> tuple[str, str]:
+        """What the report says of the z_v names: (verb phrase, equation numbers)."""
+        many = len(self.preactivations) > 1
+        return ("are the pre-activations" if many else "is the pre-activation",
+                ", ".join(f"({k})" for _, _, k in self.preactivations))
+
+    @staticmethod
+    def _block_latex(e, relation: str = " &= ") -> str:
+        """A Jacobian block for an aligned environment, one term a row."""
+        left, right = e.latex.split(" = ", 1)
+        rows = [f"{left}{relation}{right}", *(rf"&\qquad {m}" for m, _ in e.more)]
+        return " \\\\\n".join(rows)
+
+    def _repr_html_(self) -> str:
+        from derive_cells.reports.notation import aligned_equations, inline_math
+
+        parts = [f"<h3>Derivation of {escape(self.name)}</h3>"]
+        for section, title, equations in self._sections():
             parts.append(f"<h4>{title}</h4>")
+            if section == "adjoints" and self.preactivations:
+                verb, numbers = self._preactivations_words()
+                names = ", ".join(inline_math(latex, mathml)
+                                  for latex, mathml, _ in self.preactivations)
+                parts.append(f"<p>{names} {verb}: the argument of the function in "
+                             f"{numbers}.</p>")
+            if section in self.BLOCKS:
+                parts.append(aligned_equations(equations))
+                continue
             for e in equations:
                 note = f"<span style='color:#666'>{escape(e.note)}</span>" if e.note else ""
                 parts.append(_math(e).replace("</div>", f"{note}</div>", 1))
@@ -111,20 +140,36 @@ class Derivation:
 
     def _repr_latex_(self) -> str:
         lines = []
-        for section, title in self.SECTIONS:
-            equations = getattr(self, section)
-            if equations:
-                lines.append(rf"&\text{{{title}}} \\")
-                lines += [rf"&{e.latex} \\" for e in equations]
+        for section, title, equations in self._sections():
+            lines.append(rf"&\text{{{title}}} \\")
+            if section == "adjoints" and self.preactivations:
+                verb, numbers = self._preactivations_words()
+                names = ", ".join(latex for latex, _, _ in self.preactivations)
+                lines.append(rf"&{names} \text{{ {verb}: the argument of the function in "
+                             rf"{numbers}}} \\")
+            for e in equations:
+                if section in self.BLOCKS:
+                    lines.append(f"&{self._block_latex(e, ' = ')} \\\\")
+                else:
+                    number = rf" && ({e.number})" if e.number else ""
+                    lines.append(rf"&{e.latex}{number} \\")
         return "$$\\begin{aligned}\n" + "\n".join(lines) + "\n\\end{aligned}$$"
 
     def _repr_markdown_(self) -> str:
         parts = [f"### Derivation of `{self.name}`"]
-        for section, title in self.SECTIONS:
-            equations = getattr(self, section)
-            if equations:
-                parts.append(f"**{title}**")
-                parts += [f"$$ {e.latex} $$" for e in equations]
+        for section, title, equations in self._sections():
+            parts.append(f"**{title}**")
+            if section == "adjoints" and self.preactivations:
+                verb, numbers = self._preactivations_words()
+                names = ", ".join(f"${latex}$" for latex, _, _ in self.preactivations)
+                parts.append(f"{names} {verb}: the argument of the function in {numbers}.")
+            for e in equations:
+                if section in self.BLOCKS:
+                    parts.append(f"$$\\begin{{aligned}}\n{self._block_latex(e)}\n"
+                                 f"\\end{{aligned}}$$")
+                else:
+                    number = rf" \qquad ({e.number})" if e.number else ""
+                    parts.append(f"$$ {e.latex}{number} $$")
         return "\n\n".join(parts)
 
 
@@ -160,31 +205,29 @@ class Cell:
         return [(target, text) for target, _, text in self.spec.equations]
 
     def emit(self, target: str = "numpy") -> str:
-        """The standalone module's source for target 'numpy' or 'torch' (the bytes
-        `derive-cells NAME --emit TARGET` prints)."""
+        """The standalone module's source for target 'numpy' or 'torch': the bytes
+        `derive-cells CELL --emit TARGET` prints, CELL as given to load() (a built-in name or
+        the spec file's path), so the header regenerates it and `emit --check` accepts it."""
+        import shlex
+
         from derive_cells.emit import emit
 
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-        return emit(self._raw, target, command=f"derive-cells {self.name} --emit {target}")
+        cell = shlex.quote(self.spec.source)
+        return emit(self._raw, target, command=f"derive-cells {cell} --emit {target}")
 
     def module(self, target: str = "numpy"):
         """The emitted module, imported: written once to a file in cache_dir() (named by a
-        hash of its source, so inspect, pdb and tracebacks show it) and imported from there;
-        nothing is written to the working directory."""
+        hash of its source, so inspect, pdb and tracebacks show it) and run from the source
+        text checked against that file, never from bytecode (derive_cells.cache); the same
+        source gives the same module object in a process. Nothing is written to the working
+        directory."""
         if target not in self._modules:
-            from derive_cells.verify.modules import import_file
+            from derive_cells.cache import load_module
 
             text = self.emit(target)
-            digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-            folder = cache_dir()
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{_safe(self.name)}_{target}_{digest}.py"
-            if not path.is_file() or path.read_text(encoding="utf-8") != text:
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(text, encoding="utf-8")
-                os.replace(tmp, path)
-            self._modules[target] = import_file(path, f"derive_cells_{path.stem}")
+            self._modules[target] = load_module(text, f"{_safe(self.name)}_{target}")
         return self._modules[target]
 
     def verify(self, dtypes=("float64", "float32"), backends=TARGETS) -> VerifyResult:
@@ -214,15 +257,17 @@ class Cell:
               distances=None, steps=None, train_size=None, test_size=None, data_dir=None,
               **config) -> TrainResult:
         """Train the article's model on a task (as `derive-cells train`); config: the fields
-        of derive_cells.verify.train.Config (backend, optimizer, lr, epochs, hidden, ...)."""
+        of derive_cells.verify.train.Config (backend, optimizer, lr, epochs, hidden, ...).
+        Values the command line refuses raise ValueError, as does an experiment over the
+        memory or time budget; Ctrl-C raises KeyboardInterrupt whose ``result`` holds the
+        finished runs."""
         from derive_cells.verify import experiment
         from derive_cells.verify.train import Config
 
         settings = Config(**config)
-        tasks = experiment.tasks_for(task, settings.seed, distances, steps, train_size,
-                                     test_size, data_dir)
         biases = [forget_bias] if isinstance(forget_bias, (int, float)) else forget_bias
-        return TrainResult(experiment.run([self._raw], tasks, settings, biases, decay))
+        return TrainResult(experiment.run_task([self._raw], task, settings, distances, steps,
+                                               train_size, test_size, data_dir, biases, decay))
 
     def report(self, path: str | os.PathLike, fmt: str | None = None,
                train: TrainResult | None = None) -> Path:

@@ -36,12 +36,21 @@ def load_cells(names, command: str = "derive-cells") -> list:
         fail(str(exc), command)
 
 
+TORCH_CPU = "python3 -m pip install torch --index-url https://download.pytorch.org/whl/cpu"
+
+
+def torch_missing(purpose: str) -> str:
+    """What to say when torch is not installed: how to install its CPU build."""
+    return (f"{purpose} needs torch, which is not installed; install its CPU build with "
+            f"`{TORCH_CPU}` (a plain `pip install torch` on Linux is the CUDA build, several GB)")
+
+
 def require_torch(command: str, purpose: str) -> None:
     """Commands whose references are computed by torch: a clear error when it is missing."""
     try:
         import torch  # noqa: F401
     except ImportError:
-        fail(f"{purpose} needs torch (pip install torch)", command)
+        fail(torch_missing(purpose), command)
 
 
 def spec_files(names) -> dict[str, Path]:
@@ -163,7 +172,7 @@ class CellGroup(click.Group):
 
     def main(self, *args, **kwargs):
         """Run the command, then make sure what it printed reached stdout: a closed pipe
-        (`derive-cells lstm --emit numpy | head -1`) ends quietly with status 1, a full disk
+        (`derive-cells lstm --emit numpy | true`) ends quietly with status 1, a full disk
         (`> /dev/full`) with a one-line error and status 2, never a traceback."""
         if not kwargs.get("standalone_mode", True):
             return super().main(*args, **kwargs)
@@ -252,11 +261,14 @@ def emit_command(cell: tuple[str, ...], target: str | None, output: str | None, 
 
 def _check_regenerated(files) -> int:
     """1 if an emitted module file differs from what its header's command prints now."""
-    import difflib
-
     from derive_cells.derivation import derive as run_derivation
     from derive_cells.emit import emit
-    from derive_cells.header import HeaderError, cell_of_module, regenerate_command
+    from derive_cells.header import (
+        HeaderError,
+        cell_of_module,
+        first_difference,
+        regenerate_command,
+    )
 
     stale = 0
     for path in files:
@@ -266,17 +278,17 @@ def _check_regenerated(files) -> int:
         except HeaderError as exc:
             fail(str(exc))
         (spec,) = load_cells([cell])
-        fresh = emit(run_derivation(spec), target,
-                     command=f"derive-cells {shlex.quote(written)} --emit {target}")
-        kept = Path(path).read_text(encoding="utf-8")
-        if kept == fresh:
+        command = f"derive-cells {shlex.quote(written)} --emit {target}"
+        try:
+            difference = first_difference(path, emit(run_derivation(spec), target,
+                                                     command=command))
+        except HeaderError as exc:
+            fail(str(exc))
+        if difference is None:
             continue
         stale = 1
-        diff = difflib.unified_diff(kept.splitlines(), fresh.splitlines(), n=0, lineterm="")
-        changed = [d for d in diff if d[:1] in "-+" and d[:3] not in ("---", "+++")]
-        first = changed[0] if changed else "line endings"
-        click.echo(f"{path}: stale: not what `derive-cells {shlex.quote(written)} --emit "
-                   f"{target}` emits now (first difference: {first.strip()[:100]})", err=True)
+        click.echo(f"{path}: stale: not what `{command}` emits now (first difference: "
+                   f"{difference})", err=True)
     return stale
 
 

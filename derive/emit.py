@@ -29,6 +29,23 @@ def _docstring_safe(text: str) -> str:
     return "".join(c if c.isprintable() else f"\\U{ord(c):08x}" for c in text)
 
 
+# What backward reads of forward's arguments, and the rule that follows (module docstring).
+REFERENCES = {
+    "numpy": (
+        "backward() reads what forward() was given, not copies: its cache holds x and the arrays\n"
+        "of state0 and params. Changing one of them in place between forward and backward\n"
+        "(x[0] = 0, an optimizer's W -= lr * dW) silently gives the gradients at the changed\n"
+        "values; update after backward, or pass copies. PyTorch refuses that case (autograd\n"
+        "counts each tensor's in-place changes and raises in backward); NumPy arrays carry no\n"
+        "such count, so nothing here can notice it.\n"),
+    "torch": (
+        "Autograd through forward() (loss.backward()) raises, as PyTorch does, when a tensor it\n"
+        "saved was changed in place after forward. The explicit backward(d_outputs, d_state_T,\n"
+        "cache) reads the cache as the NumPy module does, without that check: it holds x and the\n"
+        "tensors of state0 and params, not copies, and changing one of them in place between\n"
+        "forward and that backward silently gives the gradients at the changed values.\n"),
+}
+
 # The comment that opens the runtime section at the end of every module.
 RUNTIME = ("# ---- runtime: the array helpers and input checks every emitted {target} module "
            "carries ----\n")
@@ -79,7 +96,8 @@ class Emitter(StepSections):
                 f"{derive_cells.__version__}.\nRegenerate with:  {_docstring_safe(self.command)}\n\n"
                 f"One step (every name is a vector of the hidden size H; {c.input} has size I; "
                 f"'*' is elementwise):\n{eqs}\n\n"
-                f"Arrays are time-major: {c.input} (T, B, I), outputs (T, B, H), states (B, H).\n"
+                f"Arrays are time-major: {c.input} (T, B, I), outputs (T, B, H), states (B, H).\n\n"
+                f"{REFERENCES[self.target.name]}"
                 f'"""\n\n{self.target.imports}')
 
     def constants(self) -> str:

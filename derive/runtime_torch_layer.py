@@ -43,6 +43,8 @@ class CellLayer(torch.nn.Module):
                             f"whose bias can be set are {list(GATE_BIASES)}")
         if gate_bias and not bias:
             raise ValueError(f"{name}: gate biases {sorted(gate_bias)} given with bias=False")
+        for gate, value in gate_bias.items():
+            _finite_bias(name, gate, value)
         for what, value in (("input_size", input_size), ("hidden_size", hidden_size),
                             ("num_layers", num_layers)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -98,6 +100,7 @@ class CellLayer(torch.nn.Module):
         if not self.bias:
             raise ValueError(f"gate {gate!r}: this {type(self).__name__} has no biases "
                              "(bias=False)")
+        _finite_bias(type(self).__name__, gate, value)
         H = self.hidden_size
         with torch.no_grad():
             for _, names in self._layout:
@@ -107,10 +110,11 @@ class CellLayer(torch.nn.Module):
                     getattr(self, names[name])[j * H:(j + 1) * H] = value if k == 0 else 0.0
 
     def forward(self, input, hx=None, lengths=None):
-        """input: (T, B, I) ((B, T, I) with batch_first), (T, I), or a PackedSequence.
-        hx: None (zeros), or (num_layers * num_directions, B, H) per state: one tensor for a
-        one-state cell, else a tuple in STATE order. lengths: (B,) integers or None (padded input
-        only). Returns (output, final states), as torch.nn.LSTM."""
+        """input: (T, B, I) ((B, T, I) with batch_first), (T, I), or a PackedSequence; T >= 1,
+        B = 0 gives empty outputs (as torch.nn.LSTM). hx: None (zeros), or (num_layers *
+        num_directions, B, H) per state: one tensor for a one-state cell, else a tuple in STATE
+        order, where None stands for zeros. lengths: (B,) integers or None (padded input only).
+        Returns (output, final states), as torch.nn.LSTM."""
         rnn = torch.nn.utils.rnn
         packed = isinstance(input, rnn.PackedSequence)
         unbatched = not packed and input.dim() == 2
@@ -126,18 +130,33 @@ class CellLayer(torch.nn.Module):
             x = input.unsqueeze(1)
         else:
             x = input.transpose(0, 1) if self.batch_first else input
+        shape = tuple((input.data if packed else input).shape)
+        if x.shape[0] == 0:
+            raise ValueError(f"input: no time steps (T = 0, input shape {shape}); give at least "
+                             "one step, as torch.nn.LSTM requires")
+        if x.shape[2] != self.input_size:
+            raise ValueError(f"input: expected input_size = {self.input_size} features in its "
+                             f"last dimension, got {x.shape[2]} (input shape {shape})")
         directions = 2 if self.bidirectional else 1
         if hx is not None:
             hx = (hx,) if isinstance(hx, torch.Tensor) else tuple(hx)
             if len(hx) != len(STATE):
                 raise ValueError(f"hx: expected {len(STATE)} tensor(s), one per state in "
                                  f"{STATE}, got {len(hx)}")
-            hx = tuple(h.unsqueeze(1) if unbatched else h for h in hx)
             want = (self.num_layers * directions, x.shape[1], self.hidden_size)
+            given = []
             for name, h in zip(STATE, hx):
-                if tuple(h.shape) != want:
-                    raise ValueError(f"hx[{name!r}]: expected shape (num_layers * "
-                                     f"num_directions, B, H) = {want}, got {tuple(h.shape)}")
+                if h is not None:  # None: zeros
+                    if not isinstance(h, torch.Tensor):
+                        raise ValueError(f"hx[{name!r}]: expected a tensor of shape (num_layers"
+                                         f" * num_directions, B, H) = {want} or None (zeros), "
+                                         f"got {type(h).__name__}")
+                    h = h.unsqueeze(1) if unbatched else h
+                    if tuple(h.shape) != want:
+                        raise ValueError(f"hx[{name!r}]: expected shape (num_layers * "
+                                         f"num_directions, B, H) = {want}, got {tuple(h.shape)}")
+                given.append(h)
+            hx = tuple(given)
         device = x.device.type
         if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
             dtype = torch.get_autocast_dtype(device)
@@ -181,13 +200,17 @@ class CellLayer(torch.nn.Module):
                     else:  # bias=False
                         params[name] = torch.zeros(_dims(spec, size, H), dtype=x.dtype,
                                                    device=x.device)
-                if hx is None:  # zeros, given: they also fix H where no parameter does
-                    state0 = {n: torch.zeros(x.shape[1], H, dtype=x.dtype, device=x.device)
-                              for n in STATE}
+                state0 = {}  # zeros, given: they also fix H where no parameter does
+                for n, h in zip(STATE, hx or [None] * len(STATE)):
+                    state0[n] = (torch.zeros(x.shape[1], H, dtype=x.dtype, device=x.device)
+                                 if h is None else cast(h[k]) if cast else h[k])
+                if x.shape[1] == 0:  # an empty batch: empty outputs, as torch.nn.LSTM
+                    zero = sum(t.sum() for t in (x, *params.values(), *state0.values())) * 0
+                    out = zero.expand(len(x), 0, H)
+                    state_T = dict.fromkeys(STATE, zero.expand(0, H))
                 else:
-                    state0 = {n: (cast(h[k]) if cast else h[k]) for n, h in zip(STATE, hx)}
-                out, state_T, _ = forward(x, state0, params, lengths=lengths,
-                                          reverse=direction == 1, check=False)
+                    out, state_T, _ = forward(x, state0, params, lengths=lengths,
+                                              reverse=direction == 1, check=False)
                 outputs.append(out)
                 for seq, name in zip(finals, STATE):
                     seq.append(state_T[name])
@@ -195,3 +218,16 @@ class CellLayer(torch.nn.Module):
             if self.dropout and layer < self.num_layers - 1:
                 x = torch.nn.functional.dropout(x, self.dropout, self.training)
         return x, [torch.stack(seq) for seq in finals]
+
+
+def _finite_bias(layer, gate, value):
+    """Refuse a gate bias that is not a finite number (or a tensor of finite numbers): a NaN
+    would make every output NaN."""
+    try:
+        finite = not isinstance(value, (bool, str)) and bool(
+            torch.isfinite(torch.as_tensor(value)).all())
+    except (TypeError, ValueError, RuntimeError):
+        finite = False
+    if not finite:
+        raise ValueError(f"{layer}: the bias of gate {gate!r} must be a finite number, "
+                         f"got {value!r}")

@@ -7,6 +7,7 @@ node is checked against the allowed types, and the SymPy expression is built fro
 from __future__ import annotations
 
 import ast
+import difflib
 import keyword
 import re
 import tomllib
@@ -16,13 +17,14 @@ from pathlib import Path
 import sympy
 
 from derive_cells.display import parse_latex_name
+from derive_cells.equation import MAX_DEPTH, EquationError, chain, parse
+from derive_cells.equation import MAX_EQUATION_CHARS as MAX_EQUATION_CHARS
+from derive_cells.equation import text as equation_text
 from derive_cells.functions import FUNCTIONS
 
 CELLS_DIR = Path(__file__).parent / "cells"
 MAX_SPEC_BYTES = 256 * 1024
 MAX_EQUATIONS = 200
-MAX_EQUATION_CHARS = 2000
-MAX_DEPTH = 40
 MAX_EXPONENT = 16
 RESERVED_PREFIXES = ("_", "d_")  # internals of the derivation and of emitted code
 # module-level names of an emitted module that its step functions call: a spec name equal to one
@@ -113,6 +115,20 @@ class _Builder:
     def __init__(self, source: str, target: str, known: set[str], cell_names: dict):
         self.source, self.target, self.known = source, target, known
         self.names = cell_names  # shared: "kind" of every free name seen so far
+        self.read: list[str] = []  # the free names this equation reads, in order
+
+    def misspelled(self, reason: str, names) -> str:
+        """reason, for an error caused by names read as learned parameters; led by the first
+        of names that looks like a misspelling of a name the equation can read, and that name."""
+        names = set(names)
+        for name in (n for n in self.read if n in names):
+            close = difflib.get_close_matches(name, sorted(self.known), n=1)
+            if close:
+                kind = self.names["kinds"].get(name, "vector")
+                return (f"unknown name '{name}', nearest known name '{close[0]}' (a name that "
+                        "is not the input, a previous state or an earlier equation is a "
+                        f"learned {kind}): {reason}")
+        return reason
 
     def fail(self, reason: str):
         raise SpecError(self.source, reason, self.target)
@@ -123,7 +139,10 @@ class _Builder:
         handler = self._HANDLERS.get(type(node))
         if handler is None:
             self.fail(f"{_describe(node)} is not allowed in an equation")
-        expr = handler(self, node, depth + 1)
+        return self._checked(handler(self, node, depth + 1))
+
+    def _checked(self, expr: sympy.Expr) -> sympy.Expr:
+        """expr, refused when it holds an infinite value or a constant out of range."""
         if expr.has(*_NOT_FINITE):
             self.fail("division by zero or an infinite value")
         numbers = [abs(n) for n in expr.atoms(sympy.Number) if n != 0]
@@ -165,8 +184,12 @@ class _Builder:
             hint += f"'{prev(name)}')" if name in self.names["state"] else "later)"
             self.fail(f"'{name}' is used before its equation{hint}")
         if name.endswith("_prev"):
+            close = difflib.get_close_matches(name[:-5], sorted(self.names["state"]), n=1)
+            hint = f" (did you mean '{prev(close[0])}'?)" if close else ""
             self.fail(f"'{name}' refers to the previous value of '{name[:-5]}', "
-                      "which is not a state")
+                      f"which is not a state{hint}")
+        if name not in self.read:
+            self.read.append(name)
         seen = self.names["kinds"].get(name)
         if seen is not None and seen != kind:
             self.fail(f"'{name}' is used both as a matrix and as a vector")
@@ -188,10 +211,19 @@ class _Builder:
             if base.is_number:
                 self.fail("a number raised to a power: write its value instead")
             return base ** sympy.Rational(repr(exponent))
-        combine = _ARITH.get(op)
-        if combine is None:
+        if op not in _ARITH:
             self.fail(f"operator {type(node.op).__name__} is not allowed")
-        return combine(self.build(node.left, depth), self.build(node.right, depth))
+        links = [node]  # a + b - c + ...: one level, built in a loop, left to right
+        for link in chain(node)[1:]:
+            if type(link.op) not in _ARITH:
+                break
+            links.append(link)
+        expr = self.build(links[-1].left, depth)
+        for link in reversed(links):
+            expr = _ARITH[type(link.op)](expr, self.build(link.right, depth))
+            if link is not node:
+                expr = self._checked(expr)
+        return expr
 
     def _matmul(self, node: ast.BinOp, depth: int) -> sympy.Expr:
         if not isinstance(node.left, ast.Name):
@@ -202,9 +234,11 @@ class _Builder:
         if operand.is_number:
             self.fail(f"'{matrix} @ ...' multiplies a number; @ needs a vector")
         if not self.dynamic(operand):
-            self.fail(f"'{matrix} @ ...' multiplies learned vectors and constants only; the "
-                      "operand of @ must depend on the input or a state (a product of "
-                      "parameters alone is one more learned vector: write it as one)")
+            self.fail(self.misspelled(
+                f"'{matrix} @ ...' multiplies learned vectors and constants only; the operand "
+                "of @ must depend on the input or a state (a product of parameters alone is "
+                "one more learned vector: write it as one)",
+                (s.name for s in operand.free_symbols)))
         kind = "input" if self.size(operand) == "I" else "hidden"
         shapes = self.names["matrices"]
         if shapes.setdefault(matrix, kind) != kind:
@@ -290,24 +324,13 @@ def _describe(node: ast.AST) -> str:
     return kinds.get(type(node), type(node).__name__)
 
 
-def _parse_equation(source: str, target: str, text: object) -> ast.AST:
-    if not isinstance(text, str):
+def _parse_equation(source: str, target: str, equation: object) -> ast.AST:
+    if not isinstance(equation, str):
         raise SpecError(source, "must be a string holding an expression", target)
-    if len(text) > MAX_EQUATION_CHARS:
-        raise SpecError(source, f"longer than {MAX_EQUATION_CHARS} characters", target)
     try:
-        tree = ast.parse(text.strip(), mode="eval").body
-    except SyntaxError as exc:
-        raise SpecError(source, f"syntax error: {exc.msg} in {text!r}", target) from None
-    except (ValueError, RecursionError, MemoryError) as exc:
-        raise SpecError(source, f"cannot parse {text!r}: {exc}", target) from None
-    stack = [(tree, 1)]  # depth checked without recursion, before anything walks the tree
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise SpecError(source, f"expression nested deeper than {MAX_DEPTH} levels", target)
-        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
-    return tree
+        return parse(equation)
+    except EquationError as exc:
+        raise SpecError(source, str(exc), target) from None
 
 
 def _require(data: dict, key: str, kind: type, source: str):
@@ -380,9 +403,10 @@ def cell_from_dict(data: dict, source: str) -> Cell:
             names["dynamic"].add(t)
         elif t in state or t == output:
             role = "state" if t in state else "output"
-            raise SpecError(source, f"the {role} depends on parameters and constants only; it "
-                            f"must depend on the input or a previous state", t)
-        built.append((t, expr, ast.unparse(tree)))  # canonical text: no comments, one line
+            raise SpecError(source, builder.misspelled(
+                f"the {role} depends on parameters and constants only; it must depend on the "
+                "input or a previous state", builder.read), t)
+        built.append((t, expr, equation_text(tree)))  # canonical text: no comments, one line
         known.add(t)
     vectors = [n for n in names["order"] if names["kinds"][n] == "vector"]
     cell = Cell(name=name, title=title, source=source, input=inp, state=state, output=output,

@@ -24,13 +24,21 @@ LAYER = inlined("runtime_torch_layer.py")
 CONSTANTS = ("ROLES", "GATE_BIASES", "BIAS_PARAMS")
 
 ACRONYMS = ("lstm", "gru", "rnn", "mgu", "lru", "gla", "ssm")
+_WORD = re.compile(r"[A-Za-z0-9]+")  # the words of a spec name, between "_", "-" and "."
 
 
 def class_name(spec_name: str, taken: set[str]) -> str:
-    """lstm -> LSTM, rnn_relu -> RNNRelu, simplified_gru -> SimplifiedGRU, indrnn -> IndRNN; a
-    name already taken in the module (or a keyword, or a builtin) gets "Layer" appended."""
+    """lstm -> LSTM, rnn_relu -> RNNRelu, simplified_gru -> SimplifiedGRU, indrnn -> IndRNN; any
+    other character a spec name may hold ('-', '.') separates words as '_' does (my-cell.v2 ->
+    MyCellV2); a name that starts with a digit gets "Cell" in front, one with no letters or
+    digits is "Cell"; a name already taken in the module (or a keyword, or a builtin) gets
+    "Layer" appended.
+
+    >>> class_name("my-cell.v2", set()), class_name("2x", set()), class_name("none", set())
+    ('MyCellV2', 'Cell2x', 'NoneLayer')
+    """
     parts = []
-    for part in (p for p in spec_name.split("_") if p):
+    for part in _WORD.findall(spec_name):
         low = part.lower()
         suffix = next((a for a in ACRONYMS if low.endswith(a)), None)
         if suffix is not None:
@@ -41,8 +49,7 @@ def class_name(spec_name: str, taken: set[str]) -> str:
     name = "".join(parts) or "Cell"
     if not name[0].isalpha():
         name = "Cell" + name
-    while (name in taken or keyword.iskeyword(name) or hasattr(builtins, name)
-           or not name.isidentifier()):
+    while name in taken or keyword.iskeyword(name) or hasattr(builtins, name):
         name += "Layer"
     return name
 
@@ -106,8 +113,10 @@ def _doc(name: str, cell, plan: Plan, role: dict, gates: dict, bias_params: list
         "input: (T, B, I), (B, T, I) with batch_first, (T, I) unbatched, or a PackedSequence "
         "(the output is then one too, with the same sorted_indices); lengths: (B,) integers for "
         "a padded input (PyTorch's packed-sequence semantics: outputs are zero past a row's "
-        f"length). output: (T, B, num_directions * H), time-major unless batch_first. {hx}, at "
-        "index layer * num_directions + direction (never batch-first). Parameters of layer k: "
+        f"length). T >= 1; an empty batch (B = 0) gives empty outputs, as in torch.nn. output: "
+        f"(T, B, num_directions * H), time-major unless batch_first. {hx}, at index layer * "
+        "num_directions + direction (never batch-first); hx=None, or None for a state, starts "
+        "it at zeros. Parameters of layer k: "
         f"{suffixed} (+ _reverse for the second direction)"
         + ("; so a state_dict() of the torch.nn module of the same layout loads as it is, both "
            "ways. " if packed else ". ")
@@ -117,8 +126,8 @@ def _doc(name: str, cell, plan: Plan, role: dict, gates: dict, bias_params: list
         "but the last's, in training mode (torch.nn.functional.dropout).",
     ]
     init = ("reset_parameters(): every parameter from U(-1/sqrt(H), 1/sqrt(H)), as PyTorch, "
-            "then the gate biases given as keywords (set_gate_bias(gate, value) does the same "
-            "later). ")
+            "then the gate biases given as keywords, finite numbers (set_gate_bias(gate, value) "
+            "does the same later). ")
     if example is not None:
         first, *rest = gates[example]
         rest_text = (f", the other{'s' if len(rest) > 1 else ''} ({', '.join(rest)}) to 0"

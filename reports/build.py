@@ -10,7 +10,7 @@ from pathlib import Path
 
 from derive_cells.derivation import derive
 from derive_cells.emit import emit
-from derive_cells.reports.content import CellContent, cell_content
+from derive_cells.reports.content import CellContent, cell_content, regenerate_command
 from derive_cells.spec import Cell
 from derive_cells.verify.report import grouped
 
@@ -101,7 +101,7 @@ def build(cells: list[Cell], progress=None, learning: dict | None = None) -> Rep
             if progress:
                 progress(f"{cell.name}: derivation, verification, decay ...")
             deriv = derive(cell)
-            source = emit(deriv, "numpy", command=f"derive-cells {cell.name} --emit numpy")
+            source = emit(deriv, "numpy", command=regenerate_command(cell.source, "numpy"))
             content = cell_content(deriv, source)
             folder = Path(tmp) / re.sub(r"\W", "_", cell.name)
             folder.mkdir()

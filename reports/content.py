@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import re
+import shlex
 from dataclasses import dataclass, field
 from html import escape
 
@@ -34,6 +35,9 @@ from derive_cells.reports.notation import (
     spec_order,
 )
 from derive_cells.spec import prev
+from derive_cells.verify.bound import PASCANU, is_bound
+
+BOUND_RTOL = 1e-9  # a rate at its bound (an orthogonal W at zero) may round just above it
 
 # a Jacobian block whose product-operand blocks expand into more terms than this keeps them as
 # blocks of their own, written out after the state blocks
@@ -100,6 +104,12 @@ class CellContent:
     direct_paths: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
+    def regenerate(self) -> str:
+        """The command that prints the emitted module, as its header gives it: the built-in
+        name, or the spec's path."""
+        return regenerate_command(self.source, "numpy")
+
+    @property
     def verification_grid(self) -> list[dict]:
         """Checks passed per backend and dtype."""
         cells: dict[tuple[str, str], dict] = {}
@@ -147,9 +157,32 @@ class CellContent:
                 if kind == "gate product"]
 
     @property
+    def bound_rows(self) -> list[dict]:
+        """The decay rows whose theory is a bound on the step Jacobian's norm."""
+        return [r for r in self.decay_rows if is_bound(r["kind"])]
+
+    @property
     def bounded(self) -> bool:
-        """Whether a state's theory is a bound (Pascanu et al.) rather than a gate product."""
-        return any(r["kind"] and r["kind"].startswith("Pascanu") for r in self.decay_rows)
+        """Whether a state's theory is a bound rather than a gate product."""
+        return bool(self.bound_rows)
+
+    @property
+    def theoryless(self) -> bool:
+        """Whether a measured state has neither a gate product nor a bound beside it."""
+        return any(r["kind"] is None and r["rate"] is not None for r in self.decay_rows)
+
+    @property
+    def pascanu(self) -> bool:
+        """Whether a bound is Pascanu et al.'s gamma * sigma_max(W) itself."""
+        return any(r["kind"] == PASCANU for r in self.bound_rows)
+
+    @property
+    def below_bound(self) -> bool | None:
+        """Whether every measured rate lies below its bound (None: no rate was measured)."""
+        pairs = [(r["rate"], r["predicted"]) for r in self.bound_rows if r["rate"] is not None]
+        if not pairs:
+            return None
+        return all(rate <= bound * (1 + BOUND_RTOL) for rate, bound in pairs)
 
     @property
     def forget_summary(self) -> dict | None:
@@ -185,6 +218,12 @@ class CellContent:
         return out
 
 
+def regenerate_command(source: str, target: str) -> str:
+    """derive-cells CELL --emit TARGET, CELL the built-in name or the spec's path (quoted as a
+    shell word)."""
+    return f"derive-cells {shlex.quote(source)} --emit {target}"
+
+
 def prediction_label(kind: str | None) -> tuple[str, str]:
     """What a decay prediction is, for the table: (HTML, LaTeX); "" when there is none."""
     from derive_cells.reports.latex import tex_escape
@@ -193,10 +232,17 @@ def prediction_label(kind: str | None) -> tuple[str, str]:
         return "", ""
     if kind == "gate product":
         return "gate product", "gate product"
-    if kind.startswith("Pascanu bound"):
+    if kind == PASCANU:
         return ("bound <math><mi>γ</mi><mo>⁢</mo><msub><mi>σ</mi><mi>max</mi>"
                 "</msub><mo>(</mo><mi>W</mi><mo>)</mo></math>",
                 r"bound $\gamma\,\sigma_{\max}(W)$")
+    if is_bound(kind):
+        formula = kind.removeprefix("bound: ")
+        html = re.sub(r"sigma_max\((\w+)\)", r"σ<sub>max</sub>(\1)",
+                      escape(formula).replace(" * ", " · "))
+        tex = re.sub(r"sigma\\_max\(([^)]*)\)", r"$\\sigma_{\\max}$(\1)",
+                     tex_escape(formula).replace(" * ", r" $\cdot$ "))
+        return f"bound {html}", f"bound {tex}"
     return escape(kind), tex_escape(kind)
 
 

@@ -13,7 +13,7 @@ import jinja2
 import derive_cells
 from derive_cells.reports.build import Report
 from derive_cells.reports.content import prediction_label, source_runs
-from derive_cells.reports.notation import aligned_block, inline_math, math_block
+from derive_cells.reports.notation import aligned_equations, inline_math, math_block
 from derive_cells.reports.plots import decay_figure, learning_figures, render
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -59,18 +59,6 @@ def _equation_html(e, slug: str) -> str:
     return math_block(e.latex, e.mathml, e.number, anchor, _note_html(e, slug))
 
 
-def _aligned_html(equations) -> str:
-    """Unnumbered equations (the Jacobian blocks) as one display, one term a row, aligned at
-    = and +."""
-    rows, latex = [], []
-    for e in equations:
-        left, right = e.mathml.split("<mo>=</mo>", 1)
-        rows.append((left, "=", right))
-        rows += [("", "+", m.removeprefix("<mo>+</mo>")) for _, m in e.more]
-        latex.append(" ".join([e.latex, *(m for m, _ in e.more)]))
-    return aligned_block(rows, r" \\ ".join(latex)) if rows else ""
-
-
 def render_html(report: Report) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                              autoescape=True, trim_blocks=False, keep_trailing_newline=True,
@@ -80,10 +68,11 @@ def render_html(report: Report) -> str:
         slug = _slug(c.name)
         view = dict(vars(c))
         view["slug"] = slug
+        view["regenerate"] = c.regenerate
         for part in ("forward", "backward", "gradients"):
             view[part] = [{"html": _equation_html(e, slug)} for e in getattr(c, part)]
         for part in ("jacobian", "jacobian_where"):
-            view[part] = _aligned_html(getattr(c, part))
+            view[part] = aligned_equations(getattr(c, part))
         view["decay_svg"] = inline_svg(render(decay_figure(c.decay_measurements,
                                                            f"{c.name}: gradient norm across "
                                                            "timesteps"), "svg"),
@@ -96,7 +85,8 @@ def render_html(report: Report) -> str:
                               for r in c.decay_rows]
         view["gate_states"] = c.gate_states
         view["forget_summary"] = c.forget_summary
-        view["bounded"] = c.bounded
+        view["bounded"], view["pascanu"] = c.bounded, c.pascanu
+        view["below_bound"], view["theoryless"] = c.below_bound, c.theoryless
         view["direct_paths"] = {s: inline_math(*shown) for s, shown in c.direct_paths.items()}
         view["preactivations"] = [(inline_math(latex, mathml), k)
                                   for latex, mathml, k in c.preactivations]

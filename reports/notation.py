@@ -445,3 +445,16 @@ def aligned_block(rows: list[tuple[str, str, str]], latex: str) -> str:
             f'<mtable displaystyle="true">{body}</mtable>'
             f'<annotation encoding="application/x-tex">{escape(latex)}</annotation>'
             f"</semantics></math></div>")
+
+
+def aligned_equations(equations) -> str:
+    """Unnumbered equations with continuation rows (the Jacobian blocks: ``latex``, ``mathml``
+    and ``more``, a list of "+ term" rows) as one display, one term a row, aligned at = and +."""
+    rows, latex = [], []
+    for e in equations:
+        left, right = e.mathml.split("<mo>=</mo>", 1)
+        rows.append((left, "=", right))
+        rows += [("", "+", m.removeprefix("<mo>+</mo>")) for _, m in e.more]
+        latex.append(" ".join([e.latex, *(m for m, _ in e.more)]))
+    return aligned_block(rows, r" \\ ".join(latex)) if rows else ""
+

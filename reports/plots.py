@@ -169,11 +169,60 @@ def sweep_figure(runs: list[dict], key: str, title: str | None = None):
     return fig
 
 
+MAX_PANELS = 12  # a sweep over more values shows the sweep plot alone
+
+
+def sweep_curves_figure(runs: list[dict], key: str, title: str | None = None):
+    """The test metric against the epoch in one small panel per value of the task parameter
+    `key`, one colour per cell (the same in every panel), one legend for the whole figure."""
+    plt = _pyplot()
+    values = sorted({r["info"][key] for r in runs})
+    names = list(dict.fromkeys(r["cell"] for r in runs))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    cols = min(3, len(values))
+    rows = math.ceil(len(values) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(9.5, 0.8 + 2.3 * rows), sharey=True,
+                             squeeze=False, layout="constrained")
+    metric = runs[0]["metric"]
+    from matplotlib.ticker import MaxNLocator
+
+    for ax, value in zip(axes.flat, values, strict=False):
+        for k, name in enumerate(names):
+            for run in (r for r in runs if r["cell"] == name and r["info"][key] == value):
+                (line,) = ax.plot([e["epoch"] for e in run["epochs"]],
+                                  [e["test_metric"] for e in run["epochs"]],
+                                  color=colors[k % len(colors)], lw=1.4, label=name)
+                line.set_gid(_slug("test-metric", name, f"{key}-{value}"))
+        ax.axhline(runs[0]["chance"], color="0.4", lw=0.9, ls=":",
+                   label="chance" if metric == "accuracy" else "predict 1 (baseline)")
+        if metric == "mse":
+            ax.set_yscale("log")
+        ax.set_title(f"{key} = {value}", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelsize=8)
+    for ax in list(axes.flat)[len(values):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch", fontsize=9)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test accuracy" if metric == "accuracy" else "test MSE", fontsize=9)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6),
+               fontsize=8, framealpha=0.85)
+    fig.suptitle(title or f"Test {metric} per epoch, one panel per {key}")
+    return fig
+
+
 def learning_figures(result: dict) -> dict[str, object]:
-    """The figures of a training result: learning curves, and the sweep when there is one."""
+    """The figures of a training result: learning curves, or for a sweep one small panel of
+    test curves per value (when there are at most MAX_PANELS) and the sweep plot."""
     runs, key, task = result["runs"], result.get("sweep"), result["task"]
-    figures = {"curves": learning_figure(runs, f"{task}: learning curves")}
-    if key:
-        figures["sweep"] = sweep_figure(runs, key, f"{task}: final test {runs[0]['metric']} "
-                                                   f"after {result['config']['epochs']} epochs")
+    if not key:
+        return {"curves": learning_figure(runs, f"{task}: learning curves")}
+    figures = {}
+    if len({r["info"][key] for r in runs}) <= MAX_PANELS:
+        figures["curves"] = sweep_curves_figure(
+            runs, key, f"{task}: test {runs[0]['metric']} per epoch, one panel per {key}")
+    figures["sweep"] = sweep_figure(runs, key, f"{task}: final test {runs[0]['metric']} "
+                                               f"after {result['config']['epochs']} epochs")
     return figures

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +88,20 @@ def reference_jacobian(cell, mod, x_t, state, params) -> dict:
             for j, sp in enumerate(mod.STATE):
                 out[s, sp].append(full[i][j][0, :, 0, :].numpy())
     return {key: np.stack(blocks_b) for key, blocks_b in out.items()}
+
+
+@pytest.fixture
+def fresh_module_cache(tmp_path, monkeypatch):
+    """A fresh module cache folder, module table and fallback, as in a new process; the modules
+    that other tests loaded are back in place afterwards."""
+    from derive_cells import cache
+
+    path = tmp_path / "cache"
+    monkeypatch.setenv("DERIVE_CELLS_CACHE", str(path))
+    monkeypatch.setattr(cache, "_FALLBACK", [])
+    monkeypatch.setattr(cache, "_MODULES", {})
+    before = {k: v for k, v in sys.modules.items() if k.startswith("derive_cells_")}
+    yield path
+    for name in [k for k in sys.modules if k.startswith("derive_cells_")]:
+        del sys.modules[name]
+    sys.modules.update(before)

@@ -29,10 +29,8 @@ def cli(*args, cwd=ROOT):
 
 
 @pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("DERIVE_CELLS_CACHE", str(folder))
-    return folder
+def cache(fresh_module_cache):
+    return fresh_module_cache
 
 
 def test_list_cells_and_load():

@@ -174,3 +174,105 @@ def test_forget_bias_with_several_cells_applies_where_there_is_a_forget_gate():
     lstm, gru = json.loads(out)
     assert lstm["predicted_rate_per_step"]["c"] > 0.95  # sigma(4) on average: 0.982
     assert "gru has no forget gate" in err
+
+
+# --- a bound only where it is one -------------------------------------------------------------
+
+BOUND_CELLS = {  # name -> the state's equation
+    "scaled": "tanh(W @ x + U @ (3 * h_prev) + b)",  # an operand that scales h_prev
+    "mi_rnn": "tanh(a * (W @ x) * (U @ h_prev) + b1 * (U @ h_prev) + b2 * (W @ x) + b)",
+    "outer": "2 * tanh(W @ x + U @ h_prev + b)",  # a multiplier of the activation
+    "nested": "tanh(sigmoid(W @ x + U @ h_prev + b))",  # an activation not around the sum
+    "sigmoid_rnn": "sigmoid(W @ x + U @ h_prev + b)",
+    "summed": "tanh(U @ h_prev + V @ (0.5 * h_prev) + W @ x)",  # two products of h_prev
+}
+
+
+def spec_file(folder, name: str) -> str:
+    path = folder / f"{name}.toml"
+    path.write_text(f'name = "{name}"\ninput = "x"\nstate = ["h"]\noutput = "h"\n'
+                    f'[equations]\nh = "{BOUND_CELLS[name]}"\n')
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def bound_cells(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bound_cells")
+    return {name: spec_file(folder, name) for name in BOUND_CELLS}
+
+
+def sigma_max(m, name: str) -> float:
+    return float(np.linalg.norm(m[name], 2))
+
+
+def measure_with_params(cell, **kw):
+    """The measurement and the recurrent blocks it drew (by name)."""
+    import tempfile
+    from pathlib import Path
+
+    from derive_cells.verify.decay import _param_blocks
+
+    deriv = derive(load_cell(cell))
+    module = emit_and_import(deriv, "numpy", Path(tempfile.mkdtemp()))
+    setup = Setup(**kw)
+    m = measure(module, deriv, setup)
+    I = setup.input_size or setup.hidden
+    params = make_params(module, deriv, setup, I, setup.hidden,
+                         np.random.default_rng(setup.seed))
+    return m, _param_blocks(module, params)
+
+
+ISSUE_SETUP = {"recurrent_init": "orthogonal", "gain": 0.3, "input_scale": 0}
+
+
+def test_an_operand_that_scales_h_prev_is_in_the_bound(bound_cells):
+    m, blocks = measure_with_params(bound_cells["scaled"], **ISSUE_SETUP)
+    assert sigma_max(blocks, "U") == pytest.approx(0.3, rel=1e-12)
+    assert m.prediction["h"] == "bound: 3 * sigma_max(U)"
+    assert m.predicted_rate_per_step["h"] == pytest.approx(0.9, rel=1e-12)
+    # the measurement that broke the old "bound" of 0.3 lies below this one
+    assert 0.85 < m.rate_per_step["h"] <= m.predicted_rate_per_step["h"]
+    assert np.diff(m.log10_norm["h"][1:]).max() <= math.log10(0.9) + 1e-12  # every step
+
+
+def test_multiplicative_integration_gets_no_bound(bound_cells):
+    m, _ = measure_with_params(bound_cells["mi_rnn"], **ISSUE_SETUP)
+    assert m.prediction["h"] is None and m.predicted_rate_per_step["h"] is None
+    assert m.rate_per_step["h"] is not None  # measured all the same
+
+
+@pytest.mark.parametrize("name, kind, gamma", [
+    ("outer", "bound: 2 * sigma_max(U)", 2.0),
+    ("nested", "bound: 0.25 * sigma_max(U)", 0.25),
+    ("sigmoid_rnn", "Pascanu bound: gamma * sigma_max(W)", 0.25)])
+def test_every_factor_between_h_prev_and_h_is_in_the_bound(bound_cells, name, kind, gamma):
+    for setup in (ISSUE_SETUP, {"gain": 3.0}):
+        m, blocks = measure_with_params(bound_cells[name], **setup)
+        assert m.prediction["h"] == kind
+        assert m.predicted_rate_per_step["h"] == pytest.approx(gamma * sigma_max(blocks, "U"),
+                                                               rel=1e-12)
+        assert m.rate_per_step["h"] <= m.predicted_rate_per_step["h"]
+
+
+def test_a_sum_of_paths_is_bounded_by_the_sum(bound_cells):
+    m, blocks = measure_with_params(bound_cells["summed"], gain=2.0)
+    assert m.prediction["h"] == "bound: sigma_max(U) + 0.5 * sigma_max(V)"
+    assert m.predicted_rate_per_step["h"] == pytest.approx(
+        sigma_max(blocks, "U") + 0.5 * sigma_max(blocks, "V"), rel=1e-12)
+    assert m.rate_per_step["h"] <= m.predicted_rate_per_step["h"]
+
+
+@pytest.mark.parametrize("cell", ["rnn", "rnn_relu"])
+def test_the_plain_rnn_keeps_its_pascanu_bound_and_lies_below_it(cell):
+    for setup in ({}, ISSUE_SETUP, {"gain": 2.0}):
+        m, blocks = measure_with_params(cell, **setup)
+        assert m.prediction["h"] == "Pascanu bound: gamma * sigma_max(W)"
+        assert m.predicted_rate_per_step["h"] == pytest.approx(sigma_max(blocks, "W_hh"),
+                                                               rel=1e-12)
+        assert m.rate_per_step["h"] <= m.predicted_rate_per_step["h"]
+
+
+def test_cells_with_several_states_or_a_direct_path_get_no_bound():
+    for cell in ("lstm", "gru", "simplified_gru"):
+        m, _ = measure_with_params(cell, steps=30)
+        assert all(k in (None, "gate product") for k in m.prediction.values()), cell

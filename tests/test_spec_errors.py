@@ -325,8 +325,22 @@ EQUATION_CASES = [
                  id="nesting-too-deep-unary"),
     pytest.param([eq("h", "(" * 300 + "h_prev" + ")" * 300)], "h",
                  ("nested", "syntax error", "cannot parse"), id="nesting-too-deep-parens"),
-    pytest.param([eq("h", "h_prev" + " + h_prev" * 100)], "h", "nested deeper than",
-                 id="nesting-too-deep-sum"),
+    pytest.param([eq("h", "h_prev + (" * 50 + "h_prev" + ")" * 50)], "h", "nested deeper than",
+                 id="nesting-too-deep-parenthesised-sum"),
+    pytest.param([eq("h", "c + " + "tanh(" * 45 + "h_prev + b" + ")" * 45 + " + c")], "h",
+                 "nested deeper than 40 levels", id="nesting-too-deep-calls-in-a-sum"),
+    pytest.param([eq("h", "*".join(["h_prev"] * 41))], "h", "a product of more than 40 factors",
+                 id="product-of-41-factors"),
+    # a misspelled name, read as a learned vector: the message names it and the nearest known
+    pytest.param([eq("h", "tanh(W @ x + U @ h_prv + b)")], "h",
+                 "unknown name 'h_prv', nearest known name 'h_prev'", id="misspelled-state-matmul"),
+    pytest.param([eq("h", "h_prv * 0.5 + b")], "h",
+                 "unknown name 'h_prv', nearest known name 'h_prev'", id="misspelled-state"),
+    pytest.param([eq("h", "tanh(W @ xx + U @ h_prev)")], "h",
+                 "unknown name 'xx', nearest known name 'x'", id="misspelled-input"),
+    pytest.param([eq("h", "tanh(W @ x + U @ hh_prev)")], "h",
+                 "'hh_prev' refers to the previous value of 'hh', which is not a state (did you "
+                 "mean 'h_prev'?)", id="misspelled-state-prev"),
 ]
 
 
@@ -558,6 +572,69 @@ def test_valid_user_spec_loads_and_emits(tmp_path, content, matrices, vectors):
     compile(result.stdout, "emitted.py", "exec")
     text = run_cli(str(path))
     assert text.exit_code == 0, (text.output, text.exception)
+
+
+def test_misspelled_state_message(tmp_path):
+    """The whole message: the unknown symbol, the nearest known one and why it matters."""
+    path = write(tmp_path, make_spec(eq("h", "tanh(W @ x + U @ h_prv + b)")))
+    with pytest.raises(SpecError) as info:
+        load_cell(str(path))
+    assert str(info.value) == (
+        f"{path}: equation 'h': unknown name 'h_prv', nearest known name 'h_prev' (a name that is "
+        "not the input, a previous state or an earlier equation is a learned vector): 'U @ ...' "
+        "multiplies learned vectors and constants only; the operand of @ must depend on the "
+        "input or a state (a product of parameters alone is one more learned vector: write it as "
+        "one)")
+    path = write(tmp_path, make_spec(eq("h", "tanh(U @ (b * W))")))  # nothing close: no guess
+    with pytest.raises(SpecError, match=r"^[^:]+: equation 'h': 'U @ \.\.\.' multiplies"):
+        load_cell(str(path))
+
+
+def flat_sum_spec(tmp_path: Path, terms: int) -> Path:
+    biases = " + ".join(f"b{k}" for k in range(terms - 2))
+    return write(tmp_path, make_spec(eq("h", f"tanh(W @ x + U @ h_prev + {biases})")),
+                 f"sum{terms}.toml")
+
+
+def test_flat_sum_of_200_terms_is_accepted_and_derives(tmp_path):
+    """Depth means nesting: a sum written without parentheses is one level however long."""
+    import numpy as np
+
+    from derive_cells.derivation import derive
+    from derive_cells.emit import emit
+    from derive_cells.verify.modules import import_file
+
+    path = flat_sum_spec(tmp_path, 200)
+    cell = load_cell(str(path))
+    assert cell.vectors == [f"b{k}" for k in range(198)]
+    assert cell.equations[0][2] == load_cell(str(path)).equations[0][2]
+    assert cell.equations[0][2].count(" + ") == 199
+    (tmp_path / "sum200_bptt.py").write_text(emit(derive(cell), "numpy"))
+    mod = import_file(tmp_path / "sum200_bptt.py", "sum200_bptt")
+    rng = np.random.default_rng(0)
+    T, B, I, H = 3, 2, 4, 5
+    params = {n: rng.standard_normal((H, I) if n == "W" else (H, H) if n == "U" else (H,)) * 0.1
+              for n in mod.PARAMS}
+    x = rng.standard_normal((T, B, I))
+    out, state_T, cache = mod.forward(x, {}, params)
+    h, bias = np.zeros((B, H)), sum(params[f"b{k}"] for k in range(198))
+    for t in range(T):
+        h = np.tanh(x[t] @ params["W"].T + h @ params["U"].T + bias)
+        assert np.allclose(out[t], h, rtol=1e-12, atol=1e-14)
+    _, _, grads = mod.backward(np.ones_like(out), None, cache)
+    assert all(np.array_equal(grads["b0"], grads[f"b{k}"]) for k in range(198))
+
+
+@pytest.mark.parametrize("text", [
+    "+".join(["h_prev"] * 285),  # as long as the text limit allows
+    "-".join(["h_prev"] * 285),
+    "+".join(["h_prev*0.5"] * 180),
+    "tanh(" * 35 + "+".join(["h_prev"] * 60) + ")" * 35,  # nesting, and a long sum inside it
+])
+def test_long_flat_runs_are_one_level(tmp_path, text):
+    cell = load_cell(str(write(tmp_path, make_spec(eq("h", text)))))
+    canonical = text.replace("+", " + ").replace("-", " - ").replace("*", " * ")
+    assert cell.equations[0][2] == canonical
 
 
 def test_real_cli_valid_user_spec(tmp_path):

@@ -28,21 +28,26 @@ def _module(tmp_path, target="numpy", old=None, new=None, name="lstm_bptt.py"):
     return path
 
 
+# A shorter long case than the default (T=200, B=130): the faults here need no long sequence
+# (tests/test_verify_coverage.py plants those that do, and runs the default sizes).
+SHORT = ("--steps", "21", "--batch", "65")
+
+
 def _verify(*args):
     result = CliRunner().invoke(main, ["verify", *args])
     return result.exit_code, result.stdout, result.stderr
 
 
-def _failures(path, dtype="float64"):
+def _failures(path, dtype="float64", sizes=SHORT):
     code, out, _ = _verify("--module", str(path), "--cell", "lstm", "--dtype", dtype,
-                           "--format", "json")
+                           "--format", "json", *sizes)
     rows = json.loads(out)
     return code, rows, [r for r in rows if not r["passed"]]
 
 
 @pytest.mark.parametrize("target", ["numpy", "torch"])
 def test_untouched_module_passes(tmp_path, target):
-    code, rows, failed = _failures(_module(tmp_path, target))
+    code, rows, failed = _failures(_module(tmp_path, target), sizes=())
     assert code == 0 and not failed
     checks = {r["check"] for r in rows}
     assert {"vs torch.nn.LSTM forward", "vs torch.nn.LSTM gradients", "vs autograd gradients",
@@ -97,7 +102,7 @@ def test_planted_fault_is_caught_and_named(tmp_path, fault, target):
 
 def test_table_names_check_array_block_and_element(tmp_path):
     path = _module(tmp_path, "numpy", *FAULTS["bias gradient dropped"][0]["numpy"])
-    code, out, _ = _verify("--module", str(path), "--cell", "lstm", "--dtype", "float64")
+    code, out, _ = _verify(*SHORT, "--module", str(path), "--cell", "lstm", "--dtype", "float64")
     assert code == 1
     line = next(ln for ln in out.splitlines() if ln.startswith("FAIL lstm numpy float64 vs torch"))
     assert "d_params[bias_hh] block b_hi: worst element at (" in line
@@ -107,7 +112,7 @@ def test_table_names_check_array_block_and_element(tmp_path):
 def test_junit_report_has_a_testcase_per_check(tmp_path):
     path = _module(tmp_path, "numpy", *FAULTS["flipped sign"][0]["numpy"])
     report = tmp_path / "verify.xml"
-    code, out, _ = _verify("--module", str(path), "--cell", "lstm", "--dtype", "float64",
+    code, out, _ = _verify(*SHORT, "--module", str(path), "--cell", "lstm", "--dtype", "float64",
                            "--format", "junit", "-o", str(report))
     assert code == 1 and out == ""
     suite = ET.parse(report).getroot()
@@ -153,18 +158,19 @@ def test_the_cell_of_a_module_is_read_from_its_header(tmp_path):
     or a spec path found from the working directory or beside the module); a planted fault
     still exits 1, a file with no such header exits 2."""
     path = _module(tmp_path, "numpy")
-    code, out, _ = _verify("--module", str(path), "--dtype", "float64", "--format", "json")
+    code, out, _ = _verify(*SHORT, "--module", str(path), "--dtype", "float64", "--format", "json")
     assert code == 0 and {r["cell"] for r in json.loads(out)} == {"lstm"}
     faulty = _module(tmp_path, "numpy", "d_f = d_c * c_prev", "d_f = -d_c * c_prev",
                      name="faulty.py")
-    assert _verify("--module", str(faulty), "--dtype", "float64")[0] == 1
+    assert _verify(*SHORT, "--module", str(faulty), "--dtype", "float64")[0] == 1
     spec = tmp_path / "specs" / "mine.toml"
     spec.parent.mkdir()
     spec.write_text((Path(__file__).parent / "specs" / "gru_cho.toml").read_text())
     kept = tmp_path / "specs" / "mine_bptt.py"
     kept.write_text(emit(derive(load_cell(str(spec))), "torch",
                          command="derive-cells mine.toml --emit torch"))
-    code, out, err = _verify("--module", str(kept), "--dtype", "float64", "--format", "json")
+    code, out, err = _verify(*SHORT, "--module", str(kept), "--dtype", "float64", "--format",
+                             "json")
     assert code == 0, err
     bare = tmp_path / "bare.py"
     bare.write_text('"""An emitted module, once."""\nSTATE = ("h",)\n')
@@ -247,11 +253,11 @@ def test_several_modules_each_named_by_its_header(tmp_path):
     torch_one = _module(tmp_path, "torch", name="torch_bptt.py")
     faulty = _module(tmp_path, "numpy", "d_f = d_c * c_prev", "d_f = -d_c * c_prev",
                      name="faulty_bptt.py")
-    code, out, _ = _verify("--module", str(good), str(torch_one), "--dtype", "float64",
+    code, out, _ = _verify(*SHORT, "--module", str(good), str(torch_one), "--dtype", "float64",
                            "--format", "json")
     assert code == 0
     assert {r["cell"] for r in json.loads(out)} == {f"{good} (lstm)", f"{torch_one} (lstm)"}
-    code, out, _ = _verify("--module", str(good), str(faulty), "--dtype", "float64",
+    code, out, _ = _verify(*SHORT, "--module", str(good), str(faulty), "--dtype", "float64",
                            "--format", "json")
     assert code == 1
     assert {r["cell"] for r in json.loads(out) if not r["passed"]} == {f"{faulty} (lstm)"}

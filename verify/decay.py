@@ -9,8 +9,10 @@ below 1e-308 (a 3000-step tanh RNN) are still measured exactly.
 Theory beside it, from the derivation's per-step Jacobian:
 - a state with a direct elementwise path (LSTM's c: diag(f); GRU's h: diag(z)) is predicted to
   decay by the gate product: the geometric mean of that path's coefficient along the trajectory;
-- a single-state cell h = phi(W h_prev + ...) gets the bound of Pascanu, Mikolov & Bengio (2013),
-  gamma * sigma_max(W), gamma = sup |phi'| (1 for tanh and relu, 1/4 for the sigmoid);
+- a single-state cell without a direct path gets a bound on its step Jacobian's norm with every
+  factor between h_prev and h in it (verify.bound): for h = phi(W h_prev + ...) the bound of
+  Pascanu, Mikolov & Bengio (2013), gamma * sigma_max(W); none where a factor has no largest
+  value (an input product, a parameter, the previous state);
 - for every cell, the singular values of the full step Jacobian along the trajectory.
 """
 
@@ -23,8 +25,8 @@ import numpy as np
 
 from derive_cells.derivation import Derivation
 from derive_cells.plan import make_plan
+from derive_cells.verify.bound import step_bound
 
-GAMMA = {"tanh": 1.0, "relu": 1.0, "sigmoid": 0.25, "softplus": 1.0}
 FLOAT32_MIN_NORMAL_LOG10 = math.log10(np.finfo(np.float32).tiny)  # about -37.93
 
 
@@ -103,12 +105,18 @@ def check_budget(module, deriv: Derivation, setup: Setup) -> None:
                          f"{MEMORY_BUDGET / 2**30:.0f} GiB); use fewer steps, a smaller batch or "
                          "a smaller hidden size")
     n = len(cell.state) * H
-    work = min(T, JACOBIAN_STEPS) * B * 10 * n**3
+    work = jacobian_work(deriv, setup)
     if work > JACOBIAN_BUDGET:
         raise SetupError(f"{cell.name}: --batch {B} x --hidden {H} needs the singular values of "
                          f"{min(T, JACOBIAN_STEPS) * B} step Jacobians of {n} x {n}, about "
                          f"{work:.1e} operations (at most {JACOBIAN_BUDGET:.0e}); use a smaller "
                          "batch or hidden size")
+
+
+def jacobian_work(deriv: Derivation, setup: Setup) -> float:
+    """Operations of the step Jacobians' singular values: ~10 n^3 per SVD of n x n."""
+    n = len(deriv.cell.state) * setup.hidden
+    return float(min(setup.steps, JACOBIAN_STEPS) * setup.batch * 10 * n**3)
 
 
 def _roles(deriv: Derivation) -> tuple[set[str], set[str], dict[str, list[str]]]:
@@ -285,8 +293,8 @@ def _summarize(module, deriv, setup, norms, trajectory, x, params, first=0) -> M
 
 
 def _predict(module, deriv, params, x, trajectory):
-    """Gate product for states with a direct elementwise path; the Pascanu bound for a
-    single-state cell h = phi(W h_prev + ...)."""
+    """Gate product for states with a direct elementwise path; a bound on the step Jacobian's
+    norm for a single-state cell whose every factor is bounded (see the module's docstring)."""
     import torch
 
     from derive_cells.verify import reference
@@ -304,25 +312,18 @@ def _predict(module, deriv, params, x, trajectory):
                                        blocks)
         for s in cell.state:
             logs[s].append(float(np.log(np.abs(direct[s].numpy()) + 1e-300).mean()))
+    sigma = {m: float(np.linalg.norm(v.numpy(), 2)) for m, v in blocks.items()
+             if cell.matrices.get(m) == "hidden"}
     for s in cell.state:
         terms = deriv.jacobian[(s, s)]
-        matrices = [t for t in terms if t.matrix is not None]
+        bound = step_bound(deriv, s) if len(cell.state) == 1 else None
         if any(t.matrix is None for t in terms):
             predicted[s], kind[s] = float(np.exp(np.mean(logs[s]))), "gate product"
-        elif len(cell.state) == 1 and len(matrices) == 1 and _activation(deriv, s) in GAMMA:
-            sigma = float(np.linalg.norm(blocks[matrices[0].matrix].numpy(), 2))
-            predicted[s] = GAMMA[_activation(deriv, s)] * sigma
-            kind[s] = "Pascanu bound: gamma * sigma_max(W)"
+        elif bound is not None:
+            predicted[s], kind[s] = bound.value(sigma), bound.kind
         else:
             predicted[s], kind[s] = None, None
     return predicted, kind
-
-
-def _activation(deriv, s) -> str | None:
-    from derive_cells.functions import BY_CLASS
-
-    node = deriv.node(s)
-    return BY_CLASS[type(node.expr)].name if node.kind == "func" else None
 
 
 def _param_blocks(module, params) -> dict[str, np.ndarray]:

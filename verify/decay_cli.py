@@ -101,8 +101,11 @@ def decay(cells, steps, batch, hidden, input_size, seed, recurrent_init, gain, i
     step and summed in log space (float64), so decay far below 1e-308 is still measured. For
     each state: log10 ||dL/ds_{T-d}|| at every distance d, the fitted rate per step, the time
     constant and half-life, beside the theory: the gate product of a direct path (LSTM's
-    forget gate on c, GRU's update gate) or the Pascanu et al. (2013) bound gamma*sigma_max(W)
-    for a plain RNN, and the singular values of the derived step Jacobian along the way.
+    forget gate on c, GRU's update gate), or a bound on the step Jacobian's norm where every
+    factor between the previous state and the new one has a largest value (Pascanu et al.
+    2013: gamma*sigma_max(W) for a plain RNN; 3*sigma_max(U) for tanh(W x + U (3 h_prev) + b);
+    no bound when a factor has none, as an input product), and the singular values of the
+    derived step Jacobian along the way.
 
     \b
       derive-cells decay rnn lstm gru --plot decay.svg

