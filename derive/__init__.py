@@ -9,7 +9,8 @@
 The API is loaded on first use, so that the command line starts fast.
 """
 
-__version__ = "0.1.0"
+from derive_cells.version import __version__ as __version__
+
 __all__ = ["Cell", "Derivation", "DecayResult", "TrainResult", "VerifyResult", "list_cells",
            "load", "report"]
 

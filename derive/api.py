@@ -55,8 +55,8 @@ def cache_dir() -> Path:
 
 
 def _svg(fig) -> str:
+    from derive_cells.plots import render
     from derive_cells.reports.html import inline_svg
-    from derive_cells.reports.plots import render
 
     return inline_svg(render(fig, "svg"), f"dc{id(fig):x}-")
 
@@ -245,8 +245,9 @@ class Cell:
 
     def decay(self, **setup) -> DecayResult:
         """Gradient-norm decay across timesteps (as `derive-cells decay`); setup: the fields of
-        derive_cells.verify.decay.Setup (steps, batch, hidden, forget_bias, dtype, ...)."""
-        from derive_cells.verify.decay import Setup, check_budget, measure
+        derive_cells.verify.decay.measurement.Setup (steps, batch, hidden, forget_bias, dtype,
+        ...)."""
+        from derive_cells.verify.decay.measurement import Setup, check_budget, measure
 
         config = Setup(**setup)
         module = self.module("numpy")
@@ -257,12 +258,12 @@ class Cell:
               distances=None, steps=None, train_size=None, test_size=None, data_dir=None,
               **config) -> TrainResult:
         """Train the article's model on a task (as `derive-cells train`); config: the fields
-        of derive_cells.verify.train.Config (backend, optimizer, lr, epochs, hidden, ...).
+        of derive_cells.train.run.Config (backend, optimizer, lr, epochs, hidden, ...).
         Values the command line refuses raise ValueError, as does an experiment over the
         memory or time budget; Ctrl-C raises KeyboardInterrupt whose ``result`` holds the
         finished runs."""
-        from derive_cells.verify import experiment
-        from derive_cells.verify.train import Config
+        from derive_cells.train import experiment
+        from derive_cells.train.run import Config
 
         settings = Config(**config)
         biases = [forget_bias] if isinstance(forget_bias, (int, float)) else forget_bias
@@ -345,7 +346,7 @@ class DecayResult:
         return f"<DecayResult {self._data['cell']} T={self._data['steps']}: {rates} per step>"
 
     def _repr_html_(self) -> str:
-        from derive_cells.reports.plots import decay_figure
+        from derive_cells.verify.decay.plots import decay_figure
 
         d = self._data
         rows = [(s, d["rate_per_step"][s], d["predicted_rate_per_step"][s],
@@ -372,7 +373,7 @@ class TrainResult:
         return f"<TrainResult {self._data['task']}: {finals}>"
 
     def _repr_html_(self) -> str:
-        from derive_cells.reports.plots import learning_figures
+        from derive_cells.train.plots import learning_figures
 
         figures = "".join(_svg(f) for f in learning_figures(self._data).values())
         rows = [(r["cell"], r["epochs"][-1]["train_metric"], r["epochs"][-1]["test_metric"],

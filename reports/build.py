@@ -80,7 +80,7 @@ def _verification(cell: Cell, deriv, folder: Path) -> list[dict]:
 def _decay(deriv, module, forget_bias: float | None = None) -> dict | None:
     """The decay measurement at PyTorch's initialization, or with the forget gate's bias set
     (None for a cell without a forget gate 'f' with a bias)."""
-    from derive_cells.verify.decay import Setup, SetupError, measure
+    from derive_cells.verify.decay.measurement import Setup, SetupError, measure
 
     try:
         return measure(module, deriv, Setup(steps=DECAY_STEPS,
@@ -92,7 +92,7 @@ def _decay(deriv, module, forget_bias: float | None = None) -> dict | None:
 
 
 def build(cells: list[Cell], progress=None, learning: dict | None = None) -> Report:
-    """learning: a training result (verify.experiment.run) shown as the Learning section."""
+    """learning: a training result (train.experiment.run) shown as the Learning section."""
     from derive_cells.verify.modules import emit_and_import
 
     contents = []

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from derive_cells.cli import (
+from derive_cells.command import (
     OUTPUT_PATH,
     check_outputs,
     fail,
@@ -103,8 +103,8 @@ def _learning(train: str, epochs: int, cells, progress) -> dict:
             _fail(f"--train {train}: not a result of derive-cells train --format json ({exc})")
         return result
     from derive_cells.derivation import derive
-    from derive_cells.verify import experiment
-    from derive_cells.verify.train import Config
+    from derive_cells.train import experiment
+    from derive_cells.train.run import Config
 
     config = Config(epochs=epochs)
     try:

@@ -35,7 +35,7 @@ from derive_cells.reports.notation import (
     spec_order,
 )
 from derive_cells.spec import prev
-from derive_cells.verify.bound import PASCANU, is_bound
+from derive_cells.verify.decay.bound import PASCANU, is_bound
 
 BOUND_RTOL = 1e-9  # a rate at its bound (an orthogonal W at zero) may round just above it
 
@@ -226,7 +226,7 @@ def regenerate_command(source: str, target: str) -> str:
 
 def prediction_label(kind: str | None) -> tuple[str, str]:
     """What a decay prediction is, for the table: (HTML, LaTeX); "" when there is none."""
-    from derive_cells.reports.latex import tex_escape
+    from derive_cells.reports.tex import tex_escape
 
     if kind is None:
         return "", ""
@@ -477,7 +477,7 @@ def _backprop(deriv: Derivation, e) -> sympy.Expr:
 
 
 def _params(deriv: Derivation) -> list[tuple[str, str, str]]:
-    from derive_cells.plan import make_plan
+    from derive_cells.emit.plan import make_plan
 
     plan = make_plan(deriv)
     out = []

@@ -10,11 +10,13 @@ from types import SimpleNamespace
 
 import jinja2
 
-import derive_cells
+from derive_cells.plots import render
 from derive_cells.reports.build import Report
 from derive_cells.reports.content import prediction_label, source_runs
 from derive_cells.reports.notation import aligned_equations, inline_math, math_block
-from derive_cells.reports.plots import decay_figure, learning_figures, render
+from derive_cells.train.plots import learning_figures
+from derive_cells.verify.decay.plots import decay_figure
+from derive_cells.version import __version__
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -109,4 +111,4 @@ def render_html(report: Report) -> str:
     template = env.get_template("report.html.j2")
     view = SimpleNamespace(title=report.title, cells=cells, decay_setup=report.decay_setup,
                            learning=learning)
-    return template.render(report=view, version=derive_cells.__version__, comparison_svg=comparison)
+    return template.render(report=view, version=__version__, comparison_svg=comparison)

@@ -13,7 +13,12 @@ from click.testing import CliRunner
 from derive_cells.cli import main
 from derive_cells.derivation import derive
 from derive_cells.spec import load_cell
-from derive_cells.verify.decay import FLOAT32_MIN_NORMAL_LOG10, Setup, make_params, measure
+from derive_cells.verify.decay.measurement import (
+    FLOAT32_MIN_NORMAL_LOG10,
+    Setup,
+    make_params,
+    measure,
+)
 from derive_cells.verify.modules import emit_and_import
 
 
@@ -210,7 +215,7 @@ def measure_with_params(cell, **kw):
     import tempfile
     from pathlib import Path
 
-    from derive_cells.verify.decay import _param_blocks
+    from derive_cells.verify.decay.measurement import _param_blocks
 
     deriv = derive(load_cell(cell))
     module = emit_and_import(deriv, "numpy", Path(tempfile.mkdtemp()))

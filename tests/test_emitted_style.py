@@ -95,26 +95,27 @@ def test_each_equation_is_named_once_per_step(name):
 
 
 def test_runtime_and_generator_sources_pass_ruff():
-    """The runtime emitted modules inline (derive/runtime_*.py) is linted as code, as is the
-    rest of the project."""
+    """The runtime emitted modules inline (derive/runtime/) is linted as code, as is the rest of
+    the project."""
     ruff = shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed (pip install -e '.[test]' installs it)")
     root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([ruff, "check", "derive", "verify", "reports", "bench", "tests"],
+    done = subprocess.run([ruff, "check", "derive", "verify", "train", "reports", "bench",
+                           "tests"],
                           cwd=root, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
-    runtimes = sorted(p.name for p in (root / "derive").glob("runtime_*.py"))
-    assert runtimes == ["runtime_checks.py", "runtime_numpy.py", "runtime_steps.py",
-                        "runtime_torch.py", "runtime_torch_api.py", "runtime_torch_layer.py"]
+    runtimes = sorted(p.name for p in (root / "derive" / "runtime").glob("*.py"))
+    assert runtimes == ["__init__.py", "checks.py", "numpy_arrays.py", "steps.py",
+                        "torch_arrays.py", "torch_function.py", "torch_layer.py"]
 
 
 def test_emitted_modules_carry_the_runtime_verbatim():
     """What follows each runtime's marker is in the module as it is (the layer class under the
     cell's name), and verify/ decodes shapes with the very function the modules carry."""
-    from derive_cells import targets
-    from derive_cells.runtime_checks import _dims
-    from derive_cells.torch_layer import LAYER
+    from derive_cells.emit import targets
+    from derive_cells.emit.torch_layer import LAYER
+    from derive_cells.runtime.checks import _dims
     from derive_cells.verify.inputs import dims
 
     lstm = derive(load_cell("lstm"))

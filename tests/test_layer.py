@@ -1,4 +1,4 @@
-"""The nn.Module of every emitted Torch module (derive/torch_layer.py): torch.nn.LSTM's
+"""The nn.Module of every emitted Torch module (derive/emit/torch_layer.py): torch.nn.LSTM's
 constructor, call and return conventions over forward().
 
 References: torch.nn.LSTM/GRU/RNN with the same state_dict (layers, directions, batch_first,
@@ -16,9 +16,9 @@ from conftest import rel_error
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from derive_cells.derivation import derive
-from derive_cells.plan import make_plan
+from derive_cells.emit.plan import make_plan
+from derive_cells.emit.torch_layer import class_name, roles
 from derive_cells.spec import load_cell
-from derive_cells.torch_layer import class_name, roles
 from derive_cells.verify import reference
 
 SPECS = Path(__file__).parent / "specs"

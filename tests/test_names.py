@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from derive_cells.derivation import derive
 from derive_cells.emit import emit
+from derive_cells.emit.torch_layer import class_name
 from derive_cells.spec import cell_from_dict
-from derive_cells.torch_layer import class_name
 from derive_cells.verify.modules import import_file
 
 ACCEPTED = r"[A-Za-z0-9_.-]{1,64}"  # the spec checker's rule for a cell name
@@ -112,7 +112,7 @@ def test_dotted_dashed_name_end_to_end(tmp_path):
 def test_docstring_examples_run():
     import doctest
 
-    import derive_cells.torch_layer
+    import derive_cells.emit.torch_layer
 
-    failures, tried = doctest.testmod(derive_cells.torch_layer)
+    failures, tried = doctest.testmod(derive_cells.emit.torch_layer)
     assert tried and not failures

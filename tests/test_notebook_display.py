@@ -11,9 +11,9 @@ import pytest
 
 import derive_cells as dc
 from derive_cells.derivation import derive
+from derive_cells.emit.text import derivation_text
 from derive_cells.reports.content import MAX_EXPANDED_TERMS
 from derive_cells.spec import load_cell
-from derive_cells.text import derivation_text
 
 SPECS = sorted(str(p) for p in (Path(__file__).parent / "specs").glob("*.toml"))
 CELLS = [*dc.list_cells(), *SPECS]

@@ -30,7 +30,9 @@ def test_wheel_holds_one_top_level_package(wheel):
     top = {n.split("/")[0] for n in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"derive_cells"}
     for needed in ("derive_cells/cells/lstm.toml", "derive_cells/verify/checks.py",
-                   "derive_cells/reports/templates/report.html.j2", "derive_cells/cli.py"):
+                   "derive_cells/reports/templates/report.html.j2", "derive_cells/cli.py",
+                   "derive_cells/emit/module.py", "derive_cells/runtime/checks.py",
+                   "derive_cells/verify/decay/measurement.py", "derive_cells/train/cli.py"):
         assert needed in names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "derive-cells = derive_cells.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
@@ -50,7 +52,7 @@ def test_wheel_in_a_fresh_environment(wheel, tmp_path):
     work.mkdir()
     probe = ("import importlib.util, derive_cells\n"
              "print(derive_cells.__file__)\n"
-             "print([n for n in ('derive', 'verify', 'reports') "
+             "print([n for n in ('derive', 'verify', 'train', 'reports') "
              "if importlib.util.find_spec(n) is not None])\n")
     done = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, cwd=work)
     assert done.returncode == 0, done.stderr
@@ -67,7 +69,7 @@ HOSTILE = "raise ImportError('a user file was imported instead of derive-cells')
 
 @pytest.fixture()
 def hostile(tmp_path) -> Path:
-    for name in ("verify.py", "derive.py", "reports/__init__.py", "derive_cells_x.py"):
+    for name in ("verify.py", "derive.py", "train.py", "reports/__init__.py", "derive_cells_x.py"):
         path = tmp_path / name
         path.parent.mkdir(exist_ok=True)
         path.write_text(HOSTILE)

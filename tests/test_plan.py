@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from derive_cells.derivation import derive
-from derive_cells.plan import make_plan
+from derive_cells.emit.plan import make_plan
 from derive_cells.spec import load_cell
 
 SPECS = Path(__file__).parent / "specs"

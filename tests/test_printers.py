@@ -7,17 +7,17 @@ import doctest
 
 import sympy
 
+import derive_cells.emit.printers
 import derive_cells.naming
-import derive_cells.printers
+from derive_cells.emit.printers import CellCodePrinter, TorchCodePrinter, term_ranks
 from derive_cells.functions import Sigmoid, Tanh
-from derive_cells.printers import CellCodePrinter, TorchCodePrinter, term_ranks
 
 d, s, t, f, c_prev, i, g, z, n, h_prev, d_c = sympy.symbols(
     "d s t f c_prev i g z n h_prev d_c")
 
 
 def test_docstring_examples_run():
-    for module in (derive_cells.printers, derive_cells.naming):
+    for module in (derive_cells.emit.printers, derive_cells.naming):
         failures, tried = doctest.testmod(module)
         assert tried and not failures
 

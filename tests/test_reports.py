@@ -206,7 +206,7 @@ UNICODE_TITLE = "Zellé – ∑ 🚀 中文"
 def test_a_unicode_title_gives_a_pdf_that_shows_it(tmp_path):
     """Every character a spec's title may hold is set by a plain TeX Live: accented letters
     through LaTeX's accents, symbols through math, the rest as a visible code point."""
-    from derive_cells.reports.latex import tex_escape
+    from derive_cells.reports.tex import tex_escape
 
     assert tex_escape(UNICODE_TITLE) == (r"Zell\'{e} \textendash{} $\sum$ \texttt{U+1F680} "
                                          r"\texttt{U+4E2D}\texttt{U+6587}")
@@ -237,7 +237,7 @@ def test_a_distance_sweep_draws_small_panels_with_one_short_legend(tmp_path):
     from derive_cells.reports.build import Report
     from derive_cells.reports.html import render_html
     from derive_cells.reports.latex import render_latex
-    from derive_cells.reports.plots import learning_figures
+    from derive_cells.train.plots import learning_figures
 
     result = json.loads((Path(__file__).parent.parent / "docs" / "learning" /
                          "distance.json").read_text())
@@ -273,7 +273,7 @@ def test_a_distance_sweep_draws_small_panels_with_one_short_legend(tmp_path):
 def test_a_sweep_over_many_values_shows_the_sweep_plot_alone():
     import json
 
-    from derive_cells.reports.plots import MAX_PANELS, learning_figures
+    from derive_cells.train.plots import MAX_PANELS, learning_figures
 
     result = json.loads((Path(__file__).parent.parent / "docs" / "learning" /
                          "distance.json").read_text())

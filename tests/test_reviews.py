@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from derive_cells.verify import reviews
-from derive_cells.verify.reviews import DataError, fetch, load, parse, tokenize
-from derive_cells.verify.tasks import make_task
+from derive_cells.train import reviews
+from derive_cells.train.reviews import DataError, fetch, load, parse, tokenize
+from derive_cells.train.tasks import make_task
 
 ROWS = [  # (rating, text) in the real format; two under the 0.5 threshold, one without words
     ("2.26666666667", "The Rock is destined to be the 21st Century's new ''Conan'' and great"),

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from test_reviews import ground_truth, tar_gz, write
 
-from derive_cells.verify import reviews
-from derive_cells.verify.reviews import DataError, fetch
+from derive_cells.train import reviews
+from derive_cells.train.reviews import DataError, fetch
 
 MARKER_CODE = "open({marker!r}, 'w').write('built')\n"
 

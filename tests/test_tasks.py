@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from derive_cells.verify import tasks
-from derive_cells.verify.tasks import Dataset, adding, batches, distance, make_task, sentiment
+from derive_cells.train import tasks
+from derive_cells.train.tasks import Dataset, adding, batches, distance, make_task, sentiment
 
 SMALL = {"n_train": 200, "n_test": 60}
 POLARITY = {**dict.fromkeys(tasks.POSITIVE, 1), **dict.fromkeys(tasks.NEGATIVE, -1)}

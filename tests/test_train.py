@@ -15,12 +15,12 @@ import torch
 
 from derive_cells.derivation import derive
 from derive_cells.spec import load_cell
-from derive_cells.verify.model import NumpyModel
+from derive_cells.train.check import agreement
+from derive_cells.train.model import NumpyModel
+from derive_cells.train.optim import SGD, Adam, clip_by_global_norm
+from derive_cells.train.run import Config, Variant, train, variants
+from derive_cells.train.tasks import make_task
 from derive_cells.verify.modules import emit_and_import
-from derive_cells.verify.optim import SGD, Adam, clip_by_global_norm
-from derive_cells.verify.tasks import make_task
-from derive_cells.verify.train import Config, Variant, train, variants
-from derive_cells.verify.train_check import agreement
 
 SPECS = Path(__file__).parent / "specs"
 ROOT = Path(__file__).parent.parent
@@ -153,7 +153,7 @@ def test_adding_loss_is_the_mse(folder):
 
 
 def _init(v, task):
-    from derive_cells.verify.model import init_params
+    from derive_cells.train.model import init_params
 
     return init_params(v.modules["numpy"], v.deriv, task.train, 16, 8, 0, None, "float64")
 
@@ -177,8 +177,8 @@ from pathlib import Path
 from derive_cells.derivation import derive
 from derive_cells.spec import load_cell
 from derive_cells.verify.modules import emit_and_import
-from derive_cells.verify.tasks import make_task
-from derive_cells.verify.train import Config, Variant, train
+from derive_cells.train.tasks import make_task
+from derive_cells.train.run import Config, Variant, train
 deriv = derive(load_cell("lstm"))
 module = emit_and_import(deriv, "numpy", Path(tempfile.mkdtemp()))
 task = make_task("sentiment", n_train=64, n_test=16)
@@ -265,7 +265,7 @@ def test_cli_a_diverging_run_exits_1_saying_where(backend):
 def test_cli_reviews_archive_with_a_wrong_hash_exits_2(tmp_path):
     """A file in the cache under the archive's name that is not the archive: refused by hash,
     nothing downloaded, exit 2."""
-    from derive_cells.verify import reviews
+    from derive_cells.train import reviews
 
     (tmp_path / reviews.SDIST).write_bytes(b"not the archive")
     done = cli("train", "rnn", "--task", "reviews", "--data-dir", str(tmp_path), "--no-decay")

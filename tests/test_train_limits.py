@@ -18,10 +18,10 @@ import pytest
 import derive_cells
 from derive_cells.derivation import derive
 from derive_cells.spec import load_cell
-from derive_cells.verify import experiment, train_budget
-from derive_cells.verify.modules import emit_and_import
-from derive_cells.verify.tasks import VOCAB, make_task
-from derive_cells.verify.train import (
+from derive_cells.train import budget as train_budget
+from derive_cells.train import experiment
+from derive_cells.train.cli import train as train_command
+from derive_cells.train.run import (
     CHOICES,
     FLOAT_RANGES,
     INT_RANGES,
@@ -29,7 +29,8 @@ from derive_cells.verify.train import (
     Variant,
     train,
 )
-from derive_cells.verify.train_cli import train as train_command
+from derive_cells.train.tasks import VOCAB, make_task
+from derive_cells.verify.modules import emit_and_import
 
 ROOT = Path(__file__).parent.parent
 
@@ -160,7 +161,7 @@ def test_cell_train_refuses_a_run_over_budget():
 def test_the_memory_estimate_bounds_the_traced_peak(name, hidden, features):
     """Fitted at small sizes, the training step's bytes hold at the run's size: at or above the
     traced peak, by at most the margin and a little."""
-    from derive_cells.verify.model import NumpyModel, init_params
+    from derive_cells.train.model import NumpyModel, init_params
 
     deriv = derive(load_cell(name))
     module = emit_and_import(deriv, "numpy", Path(tempfile.mkdtemp()))
@@ -205,7 +206,7 @@ def test_the_decay_measurement_shows_progress():
 DRIVER = """
 import signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with it ignored
-from derive_cells.verify import train_cli
+from derive_cells.train import cli as train_cli
 train_cli.PROGRESS_AFTER = -1.0  # progress from the start, so the test can wait for a run
 from derive_cells.cli import main
 sys.argv = ["derive-cells", "train", *sys.argv[1:]]

@@ -299,7 +299,7 @@ def test_a_headed_file_that_is_no_module_is_stale_or_refused(tmp_path, make):
 
 
 def test_first_difference_names_the_line_and_reads_no_more_than_it_needs(tmp_path):
-    from derive_cells.header import first_difference
+    from derive_cells.emit.header import first_difference
 
     fresh = "a\nb\nc\n"
     path = tmp_path / "m.py"
@@ -314,7 +314,7 @@ def test_first_difference_names_the_line_and_reads_no_more_than_it_needs(tmp_pat
 
 
 def test_the_header_is_read_from_the_first_lines_only(tmp_path):
-    from derive_cells.header import HEAD_LINES, HeaderError, regenerate_command
+    from derive_cells.emit.header import HEAD_LINES, HeaderError, regenerate_command
 
     header = "Regenerate with:  derive-cells lstm --emit torch\n"
     near = tmp_path / "near.py"

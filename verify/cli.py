@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from derive_cells.cli import (
+from derive_cells.command import (
     OUTPUT_PATH,
     check_outputs,
     fail,
@@ -37,8 +37,8 @@ def _choices(value: str, options: tuple[str, ...]) -> tuple[str, ...]:
 def read_header(path: str, cell_given: bool) -> tuple[str, str] | None:
     """(cell as written, target) from a module file's header, None where it names no cell and
     --cell names it; exits 2 for a file that is not an emitted module (only its first lines are
-    read: see derive_cells.header)."""
-    from derive_cells.header import HeaderError, NotAModuleError, regenerate_command
+    read: see derive_cells.emit.header)."""
+    from derive_cells.emit.header import HeaderError, NotAModuleError, regenerate_command
 
     try:
         return regenerate_command(path)
@@ -51,9 +51,9 @@ def read_header(path: str, cell_given: bool) -> tuple[str, str] | None:
 
 
 def cell_of_module(path: str) -> str:
-    """The cell a module file's header names (see derive_cells.header); exits 2 if none."""
-    from derive_cells.header import HeaderError
-    from derive_cells.header import cell_of_module as read
+    """The cell a module file's header names (see derive_cells.emit.header); exits 2 if none."""
+    from derive_cells.emit.header import HeaderError
+    from derive_cells.emit.header import cell_of_module as read
 
     try:
         return read(path)
@@ -63,7 +63,7 @@ def cell_of_module(path: str) -> str:
 
 def _check_module_matches(module, cell, deriv, path: str) -> None:
     """A module file must be an emission of this cell: same states and parameter layout."""
-    from derive_cells.plan import make_plan
+    from derive_cells.emit.plan import make_plan
 
     expected = make_plan(deriv).params
     got = {n: tuple(b) for n, b in getattr(module, "BLOCKS", {}).items()}
@@ -80,7 +80,7 @@ def load_module(path: str, cell, header: tuple[str, str] | None):
     does."""
     from derive_cells.derivation import derive
     from derive_cells.emit import emit
-    from derive_cells.header import HeaderError, first_difference
+    from derive_cells.emit.header import HeaderError, first_difference
     from derive_cells.verify.modules import ModuleError, load_module_file
 
     deriv = derive(cell)

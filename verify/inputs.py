@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from derive_cells.runtime_checks import _dims as dims  # the decoder every emitted module carries
+from derive_cells.runtime.checks import _dims as dims  # the decoder every emitted module carries
 
 
 def random_params(module, I: int, H: int, rng: np.random.Generator, dtype=np.float64,

@@ -1,7 +1,7 @@
 """Emit a standalone module (forward, BPTT backward, per-step Jacobian) from a Derivation.
 
 The module contract is in DESIGN.md: STATE, PARAMS, forward, backward, step_forward,
-step_backward (and step_jacobian). The structure (derive/plan.py) is what makes it fast: the
+step_backward (and step_jacobian). The structure (derive/emit/plan.py) is what makes it fast: the
 input's products for all steps in one matrix product before the loop, one product per step for
 each other operand, biases folded into the products, gates activated as blocks, and the
 parameter gradients from the stacked per-step adjoints in one product after the loop.
@@ -9,16 +9,16 @@ parameter gradients from the stacked per-step adjoints in one product after the 
 
 from __future__ import annotations
 
-import derive_cells
 from derive_cells.derivation import Derivation
-from derive_cells.emit_step import StepSections
+from derive_cells.emit.layout import prune_assignments, wrap
+from derive_cells.emit.plan import make_plan
+from derive_cells.emit.printers import CellCodePrinter, TorchCodePrinter, term_ranks
+from derive_cells.emit.step import StepSections
+from derive_cells.emit.targets import CHECKS, STEP_API, TARGETS, Target, drop_unused_helpers
+from derive_cells.emit.torch_layer import add_layer
 from derive_cells.functions import BY_CLASS, DERIVATIVE_HELPERS
-from derive_cells.layout import prune_assignments, wrap
-from derive_cells.plan import make_plan
-from derive_cells.printers import CellCodePrinter, TorchCodePrinter, term_ranks
 from derive_cells.spec import prev
-from derive_cells.targets import CHECKS, STEP_API, TARGETS, Target, drop_unused_helpers
-from derive_cells.torch_layer import add_layer
+from derive_cells.version import __version__
 
 
 def _docstring_safe(text: str) -> str:
@@ -93,7 +93,7 @@ class Emitter(StepSections):
         title = _docstring_safe(c.title)
         return (f'"""{c.name}: {title}.\n\n'
                 f"Forward pass and BPTT backward pass in {self.target.title}, emitted by derive-cells "
-                f"{derive_cells.__version__}.\nRegenerate with:  {_docstring_safe(self.command)}\n\n"
+                f"{__version__}.\nRegenerate with:  {_docstring_safe(self.command)}\n\n"
                 f"One step (every name is a vector of the hidden size H; {c.input} has size I; "
                 f"'*' is elementwise):\n{eqs}\n\n"
                 f"Arrays are time-major: {c.input} (T, B, I), outputs (T, B, H), states (B, H).\n\n"

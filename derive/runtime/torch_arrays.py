@@ -1,12 +1,12 @@
 """The runtime every emitted Torch module carries: its array helpers, in Torch.
 
-This is real, linted Python; derive_cells.targets copies everything after the marker line into
+This is real, linted Python; derive_cells.emit.targets copies everything after the marker line into
 each emitted module, where the step bodies call these helpers by name.
 """
 
 import torch
 
-# ---- inlined into every emitted module from here on (derive_cells.targets) ----
+# ---- inlined into every emitted module from here on (derive_cells.emit.targets) ----
 
 def _is_float_array(a):
     return isinstance(a, torch.Tensor) and a.dtype.is_floating_point

@@ -7,7 +7,7 @@
 The backward pass is the emitted module's backward for the cell, the embedding's scatter-add,
 and the read-out's two lines. Parameters are one flat dict named like a torch state_dict:
 ``embedding.weight`` (V, I) (token tasks only), ``cell.<name>`` (as the module's PARAMS),
-``readout.weight`` (H,), ``readout.bias`` (1,). The Torch backends (verify/model_torch.py) use
+``readout.weight`` (H,), ``readout.bias`` (1,). The Torch backends (train/model_torch.py) use
 the same names and the same initial values.
 """
 
@@ -17,8 +17,8 @@ import math
 
 import numpy as np
 
-from derive_cells.verify.optim import OPTIMIZERS, clip_by_global_norm
-from derive_cells.verify.tasks import Dataset
+from derive_cells.train.optim import OPTIMIZERS, clip_by_global_norm
+from derive_cells.train.tasks import Dataset
 
 EMBEDDING, WEIGHT, BIAS = "embedding.weight", "readout.weight", "readout.bias"
 CELL = "cell."
@@ -29,7 +29,7 @@ def init_params(module, deriv, data: Dataset, embed: int, hidden: int, seed: int
     """Initial values as PyTorch draws them: the embedding from N(0, 1) (nn.Embedding), the
     cell's parameters from U(+-1/sqrt(H)) (nn.LSTM; forget_bias sets the forget gate's bias,
     split over its bias vectors), the read-out from U(+-1/sqrt(H)) (nn.Linear)."""
-    from derive_cells.verify.decay import Setup, make_params
+    from derive_cells.verify.decay.measurement import Setup, make_params
 
     rng = np.random.default_rng(seed)
     out = {}

@@ -1,7 +1,7 @@
 """What a training experiment will cost, estimated before anything large is made: the memory of
 its data, parameters, optimizer state and the largest batch's saved forward values, and its
-time; refused over the budgets of `derive-cells decay` (verify/decay.py), so that a run fits a
-small machine (two cores, a few GiB to spare).
+time; refused over the budgets of `derive-cells decay` (verify/decay/measurement.py), so that
+a run fits a small machine (two cores, a few GiB to spare).
 
 The data's bytes follow from the task's sizes. The saved forward values are measured: one
 training step of the emitted NumPy module at a few batch sizes and lengths, its peak allocation
@@ -20,15 +20,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from derive_cells.verify.decay import (
+from derive_cells.train.model import CELL, NumpyModel, init_params
+from derive_cells.train.tasks import REVIEW_LENGTH, VOCAB, Dataset, Task
+from derive_cells.verify.decay.measurement import (
     MEMORY_BUDGET,
     Setup,
     SetupError,
     check_budget,
     jacobian_work,
 )
-from derive_cells.verify.model import CELL, NumpyModel, init_params
-from derive_cells.verify.tasks import REVIEW_LENGTH, VOCAB, Dataset, Task
 
 RATE = 2e9  # floating-point operations per second of the matrix products, two cores
 STEP_SECONDS = 20e-6  # Python's cost of one time step of one batch ...

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from derive_cells.cli import (
+from derive_cells.command import (
     OUTPUT_PATH,
     FiniteFloat,
     check_outputs,
@@ -19,9 +19,9 @@ from derive_cells.cli import (
     torch_missing,
     write_output,
 )
-from derive_cells.verify.experiment import FORGET_BIAS_LIMIT, SIZE_RANGES, SWEEP_RANGES
-from derive_cells.verify.train import CHOICES, FLOAT_RANGES, INT_RANGES
-from derive_cells.verify.train_table import check_table, runs_table
+from derive_cells.train.experiment import FORGET_BIAS_LIMIT, SIZE_RANGES, SWEEP_RANGES
+from derive_cells.train.run import CHOICES, FLOAT_RANGES, INT_RANGES
+from derive_cells.train.table import check_table, runs_table
 
 COMMAND = "derive-cells train"
 PLOT_FORMATS = {".svg": "svg", ".png": "png"}
@@ -193,8 +193,8 @@ def _train(cells, task, distances, steps, backend, optimizer, lr, epochs, batch_
     if check or backend != "numpy" or (decay and not check):
         _need_torch(check, backend, decay)
     from derive_cells.derivation import derive
-    from derive_cells.verify import experiment
-    from derive_cells.verify.train import Config
+    from derive_cells.train import experiment
+    from derive_cells.train.run import Config
 
     try:
         config = Config(backend=backend, optimizer=optimizer, lr=lr, epochs=epochs,
@@ -284,7 +284,8 @@ def _need_torch(check: bool, backend: str, decay: bool) -> None:
 
 
 def _plot(result: dict, path: str) -> None:
-    from derive_cells.reports.plots import learning_figure, render, sweep_figure
+    from derive_cells.plots import render
+    from derive_cells.train.plots import learning_figure, sweep_figure
 
     runs, key = result["runs"], result["sweep"]
     fig = (sweep_figure(runs, key, f"{result['task']}: final test {runs[0]['metric']} "

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from derive_cells.verify.model import CELL, EMBEDDING, NumpyModel, init_params
-from derive_cells.verify.tasks import Task, batches
+from derive_cells.train.model import CELL, EMBEDDING, NumpyModel, init_params
+from derive_cells.train.tasks import Task, batches
 
 DEFAULT_LR = {"sgd": 0.5, "adam": 0.01}
 DEFAULT_TARGET = {"binary": 0.9, "regression": 0.01}  # test accuracy >= / test MSE <=
@@ -111,7 +111,7 @@ class Run:
 def variants(cells: list, forget_biases: list[float] | None) -> list[tuple[object, float | None]]:
     """(derivation, forget bias) pairs: every value for a cell with a forget gate 'f', one run
     with PyTorch's initialisation for the others."""
-    from derive_cells.verify.decay import _roles
+    from derive_cells.verify.decay.measurement import _roles
 
     out = []
     for deriv in cells:
@@ -135,7 +135,7 @@ def make_model(variant: Variant, task: Task, config: Config, params=None):
     kind = task.train.kind
     if config.backend == "numpy":
         return NumpyModel(variant.modules["numpy"], params, kind, **options), params
-    from derive_cells.verify.model_torch import TorchModel
+    from derive_cells.train.model_torch import TorchModel
 
     return TorchModel(variant.modules["torch"], variant.deriv.cell, params, kind,
                       backend=config.backend, **options), params
@@ -202,8 +202,8 @@ def decay_at(variant: Variant, task: Task, config: Config, params: dict,
     """The gradient decay rate per step at the run's initial cell weights, measured as
     `derive-cells decay` does over the task's sequence length (inputs drawn from N(0, 1), as
     the embedding's rows are), for the state the read-out reads."""
-    from derive_cells.verify.decay import measure
-    from derive_cells.verify.train_budget import decay_setup
+    from derive_cells.train.budget import decay_setup
+    from derive_cells.verify.decay.measurement import measure
 
     cell_params = {n[len(CELL):]: v for n, v in params.items() if n.startswith(CELL)}
     embedding = params.get(EMBEDDING)

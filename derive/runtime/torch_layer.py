@@ -1,7 +1,7 @@
 """The nn.Module every emitted Torch module carries: a multi-layer, bidirectional layer over the
 module's forward(), with torch.nn.LSTM's constructor, call and return conventions.
 
-This is real, linted Python; derive_cells.torch_layer copies everything after the marker line
+This is real, linted Python; derive_cells.emit.torch_layer copies everything after the marker line
 into each emitted Torch module, with the class named for the cell (CellLayer -> LSTM, GRU, ...).
 The names defined above the marker are what that module defines itself.
 """
@@ -12,7 +12,7 @@ STATE: tuple[str, ...] = ()  # each emitted module's states
 PARAMS: dict[str, tuple[str, ...]] = {}  # ... its parameter shapes
 BLOCKS: dict[str, tuple[str, ...]] = {}  # ... the per-equation blocks each parameter stacks
 # vector parameter -> (role, equation), gate -> its biases, and what bias=False leaves out:
-# written for each cell by derive_cells.torch_layer
+# written for each cell by derive_cells.emit.torch_layer
 ROLES: dict[str, tuple[str, str | None]] = {}
 GATE_BIASES: dict[str, tuple[str, ...]] = {}
 BIAS_PARAMS: tuple[str, ...] = ()
@@ -26,7 +26,7 @@ def forward(x, state0, params, lengths=None, reverse=False, check=True):  # its 
     raise NotImplementedError
 
 
-# ---- inlined into every emitted module from here on (derive_cells.targets) ----
+# ---- inlined into every emitted module from here on (derive_cells.emit.targets) ----
 
 class CellLayer(torch.nn.Module):
     """This module's cell as a multi-layer, optionally bidirectional torch.nn.Module with

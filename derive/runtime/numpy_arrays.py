@@ -1,12 +1,12 @@
 """The runtime every emitted NumPy module carries: its array helpers, in NumPy.
 
-This is real, linted Python; derive_cells.targets copies everything after the marker line into
+This is real, linted Python; derive_cells.emit.targets copies everything after the marker line into
 each emitted module, where the step bodies call these helpers by name.
 """
 
 import numpy as np
 
-# ---- inlined into every emitted module from here on (derive_cells.targets) ----
+# ---- inlined into every emitted module from here on (derive_cells.emit.targets) ----
 
 def _is_float_array(a):
     return isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating)

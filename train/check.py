@@ -13,9 +13,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from derive_cells.verify.model import NumpyModel
-from derive_cells.verify.tasks import Task, batches
-from derive_cells.verify.train import Config, Variant, make_model
+from derive_cells.train.model import NumpyModel
+from derive_cells.train.run import Config, Variant, make_model
+from derive_cells.train.tasks import Task, batches
 
 TOLERANCE = 1e-9
 

@@ -1,7 +1,7 @@
 """The public forward and backward of an emitted Torch module: a torch.autograd.Function whose
 backward is the derived one, and the functions that call it.
 
-This is real, linted Python; derive_cells.targets copies everything after the marker line into
+This is real, linted Python; derive_cells.emit.targets copies everything after the marker line into
 each emitted module. The names defined above the marker are what that module defines itself.
 """
 
@@ -23,7 +23,7 @@ def _backward(d_outputs, d_state_T, cache):  # its derived backward
     raise NotImplementedError
 
 
-# ---- inlined into every emitted module from here on (derive_cells.targets) ----
+# ---- inlined into every emitted module from here on (derive_cells.emit.targets) ----
 
 class CellFunction(torch.autograd.Function):
     """The whole sequence as one autograd node; its backward is the derived backward above."""

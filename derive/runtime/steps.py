@@ -1,7 +1,7 @@
 """The one-step API every emitted module carries: step_forward and step_backward over the
 module's own forward and backward (a sequence of length 1).
 
-This is real, linted Python; derive_cells.targets copies everything after the marker line into
+This is real, linted Python; derive_cells.emit.targets copies everything after the marker line into
 each emitted module. The names defined above the marker are what that module defines itself.
 """
 
@@ -18,7 +18,7 @@ def backward(d_outputs, d_state_T, cache):  # ... and backward
     raise NotImplementedError
 
 
-# ---- inlined into every emitted module from here on (derive_cells.targets) ----
+# ---- inlined into every emitted module from here on (derive_cells.emit.targets) ----
 
 def step_forward(x_t, state, params):
     """One step. x_t: (B, I); state: {name: (B, H)}. Returns (state_new, saved)."""

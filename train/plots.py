@@ -1,104 +1,17 @@
-"""Plots (matplotlib, no display): gradient-norm decay against distance; learning curves and
-the test metric against a task parameter (distance, sequence length).
-
-Output is deterministic (fixed SVG ids, no dates), and every line carries an id
-(``measured-<cell>-<state>``, ``predicted-<cell>-<state>``) so that tests and reports can find it.
-"""
+"""Learning plots: learning curves, and for a sweep the test metric against the swept value
+(distance, sequence length) with chance marked, with one small panel per value."""
 
 from __future__ import annotations
 
-import io
 import math
 
-FLOAT32_MIN_NORMAL_LOG10 = math.log10(1.1754943508222875e-38)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update({"svg.hashsalt": "derive-cells", "svg.fonttype": "none",
-                         "font.size": 10, "axes.grid": True, "grid.alpha": 0.3})
-    return plt
-
-
-def _slug(*parts: str) -> str:
-    return "-".join("".join(c if c.isalnum() or c == "_" else "_" for c in p) for p in parts)
-
-
-def decay_figure(measurements: list[dict], title: str | None = None):
-    """log10 of the gradient norm against the distance back from the last step: one line per
-    cell and state, the predicted slope dashed, rates in the legend."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    k = 0
-    for m in measurements:
-        d = m["distance"]
-        for state, values in m["log10_norm"].items():
-            if all(v is None for v in values):
-                continue
-            color = colors[k % len(colors)]
-            k += 1
-            xs = [x for x, v in zip(d, values, strict=True) if v is not None]
-            ys = [v for v in values if v is not None]
-            rate = m["rate_per_step"].get(state)
-            label = f"{m['cell']} {state}: {rate:.4g} per step" if rate else \
-                f"{m['cell']} {state}"
-            (line,) = (line,) = ax.plot(xs, ys, color=color, lw=1.6, label=label)
-            line.set_gid(_slug("measured", m["cell"], state))
-            spread = m.get("log10_spread", {}).get(state)
-            if spread:
-                lo = [v - s for v, s in zip(values, spread, strict=True)
-                      if v is not None and s is not None]
-                hi = [v + s for v, s in zip(values, spread, strict=True)
-                      if v is not None and s is not None]
-                if len(lo) == len(xs):
-                    band = ax.fill_between(xs, lo, hi, color=color, alpha=0.12, lw=0)
-                    band.set_gid(_slug("spread", m["cell"], state))
-            pred = m["predicted_rate_per_step"].get(state)
-            if pred and pred > 0:
-                start = max(2, m["steps"] // 10)
-                x0 = min(xs, key=lambda x: abs(x - start))
-                y0 = ys[xs.index(x0)]
-                x1 = d[-1]
-                kind = (m.get("prediction", {}).get(state) or "predicted").split(":")[0]
-                (dash,) = ax.plot([x0, x1], [y0, y0 + (x1 - x0) * math.log10(pred)],
-                                  color=color, lw=1.2, ls="--",
-                                  label=f"{m['cell']} {state}, {kind}: {pred:.4g} per step")
-                dash.set_gid(_slug("predicted", m["cell"], state))
-            leaves = m.get("float32_leaves_normal_range_at", {}).get(state)
-            if m.get("dtype") == "float32" and leaves is not None:
-                mark = ax.axvline(leaves, color=color, lw=0.8, ls=":",
-                                  label=f"{m['cell']} {state} leaves float32's normal range "
-                                        f"at d={leaves}")
-                mark.set_gid(_slug("float32", m["cell"], state))
-    if any(m.get("dtype") == "float32" for m in measurements):
-        ax.axhline(FLOAT32_MIN_NORMAL_LOG10, color="0.4", lw=0.8, ls=":")
-    ax.set_xlabel("distance d back from the last step")
-    ax.set_ylabel(r"$\log_{10} \|\partial L / \partial s_{T-d}\|$ (geometric mean over batch)")
-    ax.set_title(title or "Gradient norm across timesteps")
-    ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
-    fig.tight_layout()
-    return fig
-
-
-def render(fig, fmt: str) -> bytes:
-    """The figure as SVG or PNG bytes, the same bytes for the same figure."""
-    buf = io.BytesIO()
-    metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None, "ModDate": None},
-                "png": {"Software": None}}[fmt]
-    fig.savefig(buf, format=fmt, metadata=metadata, dpi=120)
-    _pyplot().close(fig)
-    return buf.getvalue()
+from derive_cells.plots import pyplot, slug
 
 
 def learning_figure(runs: list[dict], title: str | None = None):
     """Learning curves: the loss (train solid, test dashed) and the test metric against the
     epoch, one colour per run; chance (or the constant baseline) dotted."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 4.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, run in enumerate(runs):
@@ -113,7 +26,7 @@ def learning_figure(runs: list[dict], title: str | None = None):
                               marker="o" if ax is right else None, ms=3,
                               label={"train-loss": f"{name} train", "test-loss": f"{name} test",
                                      "test-metric": name}[what])
-            line.set_gid(_slug(what, name))
+            line.set_gid(slug(what, name))
     metric = runs[0]["metric"] if runs else "accuracy"
     if runs:
         right.axhline(runs[0]["chance"], color="0.4", lw=0.9, ls=":",
@@ -139,7 +52,7 @@ def learning_figure(runs: list[dict], title: str | None = None):
 def sweep_figure(runs: list[dict], key: str, title: str | None = None):
     """The final test metric against the task parameter `key` (distance, steps): one line
     per cell; chance (or the constant baseline) dotted."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     names = list(dict.fromkeys(r["cell"] for r in runs))
@@ -148,7 +61,7 @@ def sweep_figure(runs: list[dict], key: str, title: str | None = None):
         (line,) = ax.plot([r["info"][key] for r in mine],
                           [r["epochs"][-1]["test_metric"] for r in mine],
                           color=colors[k % len(colors)], lw=1.6, marker="o", ms=4, label=name)
-        line.set_gid(_slug("sweep", name))
+        line.set_gid(slug("sweep", name))
     metric = runs[0]["metric"] if runs else "accuracy"
     if runs:
         ax.axhline(runs[0]["chance"], color="0.4", lw=0.9, ls=":",
@@ -175,7 +88,7 @@ MAX_PANELS = 12  # a sweep over more values shows the sweep plot alone
 def sweep_curves_figure(runs: list[dict], key: str, title: str | None = None):
     """The test metric against the epoch in one small panel per value of the task parameter
     `key`, one colour per cell (the same in every panel), one legend for the whole figure."""
-    plt = _pyplot()
+    plt = pyplot()
     values = sorted({r["info"][key] for r in runs})
     names = list(dict.fromkeys(r["cell"] for r in runs))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -192,7 +105,7 @@ def sweep_curves_figure(runs: list[dict], key: str, title: str | None = None):
                 (line,) = ax.plot([e["epoch"] for e in run["epochs"]],
                                   [e["test_metric"] for e in run["epochs"]],
                                   color=colors[k % len(colors)], lw=1.4, label=name)
-                line.set_gid(_slug("test-metric", name, f"{key}-{value}"))
+                line.set_gid(slug("test-metric", name, f"{key}-{value}"))
         ax.axhline(runs[0]["chance"], color="0.4", lw=0.9, ls=":",
                    label="chance" if metric == "accuracy" else "predict 1 (baseline)")
         if metric == "mse":

@@ -10,7 +10,7 @@ Theory beside it, from the derivation's per-step Jacobian:
 - a state with a direct elementwise path (LSTM's c: diag(f); GRU's h: diag(z)) is predicted to
   decay by the gate product: the geometric mean of that path's coefficient along the trajectory;
 - a single-state cell without a direct path gets a bound on its step Jacobian's norm with every
-  factor between h_prev and h in it (verify.bound): for h = phi(W h_prev + ...) the bound of
+  factor between h_prev and h in it (decay/bound.py): for h = phi(W h_prev + ...) the bound of
   Pascanu, Mikolov & Bengio (2013), gamma * sigma_max(W); none where a factor has no largest
   value (an input product, a parameter, the previous state);
 - for every cell, the singular values of the full step Jacobian along the trajectory.
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from derive_cells.derivation import Derivation
-from derive_cells.plan import make_plan
-from derive_cells.verify.bound import step_bound
+from derive_cells.emit.plan import make_plan
+from derive_cells.verify.decay.bound import step_bound
 
 FLOAT32_MIN_NORMAL_LOG10 = math.log10(np.finfo(np.float32).tiny)  # about -37.93
 
@@ -122,7 +122,7 @@ def jacobian_work(deriv: Derivation, setup: Setup) -> float:
 def _roles(deriv: Derivation) -> tuple[set[str], set[str], dict[str, list[str]]]:
     """Recurrent matrices, biases (vectors only ever added to a product) and the biases of each
     gate's pre-activation: the emitted module's ROLES and GATE_BIASES."""
-    from derive_cells.torch_layer import roles
+    from derive_cells.emit.torch_layer import roles
 
     recurrent = {m for m, kind in deriv.cell.matrices.items() if kind == "hidden"}
     role, gates = roles(deriv, make_plan(deriv))

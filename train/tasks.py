@@ -3,7 +3,7 @@
 sentiment: short synthetic reviews over a fixed vocabulary, with negations that flip polarity.
 distance:  one decisive sentiment word exactly d positions before the end, neutral words elsewhere.
 adding:    the adding problem of Hochreiter & Schmidhuber (1997), float features (N, T, 2).
-reviews:   real movie-review snippets (see verify.reviews; fetched once, then cached).
+reviews:   real movie-review snippets (see train/reviews.py; fetched once, then cached).
 
 Every generator draws from `np.random.default_rng` seeded by (task, seed, split, ...), so the
 same arguments give identical arrays and different tasks or seeds give independent streams.
@@ -11,9 +11,9 @@ same arguments give identical arrays and different tasks or seeds give independe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
+
+from derive_cells.train.data import Dataset, Task, majority_share
 
 NEUTRAL = (
     "the", "a", "an", "this", "that", "it", "its", "movie", "film", "plot", "story", "actors",
@@ -46,64 +46,6 @@ _IDS = {name: np.array([WORD_ID[w] for w in words], dtype=np.int64)
                             ("negative", NEGATIVE), ("negation", NEGATIONS)]}
 
 
-@dataclass(frozen=True, eq=False)
-class Dataset:
-    """N padded sequences with one target each.
-
-    inputs: int64 (N, T) token ids (0 = padding) or float64 (N, T, F) features.
-    lengths: int64 (N,), 1 <= lengths[n] <= T; positions >= lengths[n] are padding (zeros).
-    targets: float64 (N,), 0.0/1.0 labels (kind "binary") or real values (kind "regression").
-    vocab: token id -> word (vocab[0] == "<pad>", vocab[1] == "<unk>"), None for features.
-    """
-
-    name: str
-    inputs: np.ndarray
-    lengths: np.ndarray
-    targets: np.ndarray
-    kind: str
-    vocab: tuple[str, ...] | None = None
-    info: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        n = self.lengths.shape[0]
-        if self.kind not in ("binary", "regression"):
-            raise ValueError(f"dataset {self.name}: kind must be binary or regression")
-        shape = self.inputs.shape
-        if self.inputs.ndim not in (2, 3) or shape[0] != n or self.targets.shape != (n,):
-            raise ValueError(f"dataset {self.name}: inputs (N, T[, F]), lengths and targets (N,) "
-                             f"disagree: {shape}, {self.lengths.shape}, "
-                             f"{self.targets.shape}")
-        if n and (self.lengths.min() < 1 or self.lengths.max() > self.inputs.shape[1]):
-            raise ValueError(f"dataset {self.name}: lengths must lie in [1, T]")
-
-    def __len__(self) -> int:
-        return int(self.lengths.shape[0])
-
-    @property
-    def tokens(self) -> bool:
-        """True when inputs are token ids (N, T), False for features (N, T, F)."""
-        return self.inputs.ndim == 2 and np.issubdtype(self.inputs.dtype, np.integer)
-
-    def subset(self, index: np.ndarray) -> Dataset:
-        """The rows `index` (int array (M,) or bool mask (N,)), T trimmed to their longest."""
-        lengths = self.lengths[index]
-        T = int(lengths.max()) if lengths.size else 0
-        return Dataset(self.name, self.inputs[index][:, :T], lengths, self.targets[index],
-                       self.kind, self.vocab, dict(self.info))
-
-
-@dataclass(frozen=True, eq=False)
-class Task:
-    """A train and a test set; chance is the majority-class accuracy on the test set (binary)
-    or the MSE of the best constant prediction (regression)."""
-
-    name: str
-    train: Dataset
-    test: Dataset
-    description: str
-    chance: float
-
-
 def _rng(task: str, seed: int, split: int, *extra: int) -> np.random.Generator:
     if int(seed) < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
@@ -127,12 +69,6 @@ def _pad(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 def _balanced(rng: np.random.Generator, n: int) -> np.ndarray:
     """float64 (n,) labels, half 1.0 and half 0.0 (one more 0.0 for odd n), shuffled."""
     return rng.permutation(np.arange(n) % 2).astype(np.float64)
-
-
-def majority_share(targets: np.ndarray) -> float:
-    """Accuracy of always guessing the majority class of 0/1 targets (N,)."""
-    p = float(np.mean(targets)) if targets.size else 0.5
-    return max(p, 1.0 - p)
 
 
 def _pick(rng: np.random.Generator, kind: str, size: int | None = None):
@@ -251,7 +187,7 @@ def make_task(name: str, seed: int = 0, n_train: int | None = None, n_test: int 
         if steps is None:
             raise ValueError("the adding task needs a number of steps (e.g. steps=50)")
         return adding(steps, seed, **sizes)
-    from derive_cells.verify import reviews
+    from derive_cells.train import reviews
 
     task = reviews.load(seed=seed, data_dir=data_dir)
     train, test = task.train, task.test

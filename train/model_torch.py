@@ -1,4 +1,4 @@
-"""The same model as verify/model.py on Torch, with torch.optim and autograd for everything
+"""The same model as train/model.py on Torch, with torch.optim and autograd for everything
 outside the cell. Two ways to run the cell:
 
 - ``torch``: the emitted Torch module, whose autograd.Function runs the derived backward;
@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from derive_cells.train.model import BIAS, CELL, EMBEDDING, WEIGHT
+from derive_cells.train.tasks import Dataset
 from derive_cells.verify import reference
-from derive_cells.verify.model import BIAS, CELL, EMBEDDING, WEIGHT
-from derive_cells.verify.tasks import Dataset
 
 DTYPES = {np.dtype("float32"): torch.float32, np.dtype("float64"): torch.float64}
 
@@ -98,7 +98,7 @@ class TorchModel:
 
     @torch.no_grad()
     def evaluate(self, data: Dataset, batch_size: int = 1000) -> tuple[float, float]:
-        from derive_cells.verify.model import loss_of, metric_of
+        from derive_cells.train.model import loss_of, metric_of
 
         zs = [self._scores(data.subset(np.arange(i, min(i + batch_size, len(data)))))
               for i in range(0, len(data), batch_size)]

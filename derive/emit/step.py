@@ -11,8 +11,8 @@ import re
 import sympy
 
 from derive_cells.derivation import Backprop, JacobianTerm
+from derive_cells.emit.layout import prune_assignments
 from derive_cells.functions import FUNCTIONS
-from derive_cells.layout import prune_assignments
 from derive_cells.spec import prev
 
 
@@ -30,7 +30,7 @@ def _tuple(items) -> str:
 
 
 class StepSections:
-    """Mixin of Emitter (derive/emit.py): needs self.deriv, self.plan, self.cell, self.p."""
+    """Mixin of Emitter (derive/emit/module.py): needs self.deriv, self.plan, self.cell, self.p."""
 
     def _equation(self, k: int) -> str:
         target, _, text = self.cell.equations[k - 1]

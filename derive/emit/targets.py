@@ -1,9 +1,9 @@
 """Emission targets: the few parts of an emitted module that depend on the array library.
 
 Everything else (step bodies, the time loops, parameter handling) is shared text: it calls the
-helpers of derive/runtime_numpy.py or derive/runtime_torch.py (and, for Torch, the
-autograd.Function of derive/runtime_torch_api.py), real modules whose source is inlined, so the
-NumPy and Torch modules differ only there and in their elementwise functions.
+helpers of derive/runtime/numpy_arrays.py or torch_arrays.py (and, for Torch, the
+autograd.Function of derive/runtime/torch_function.py), real modules whose source is inlined, so
+the NumPy and Torch modules differ only there and in their elementwise functions.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # The line after which a runtime file's source is copied into emitted modules.
-MARKER = "# ---- inlined into every emitted module from here on (derive_cells.targets) ----\n"
+MARKER = "# ---- inlined into every emitted module from here on (derive_cells.emit.targets) ----\n"
 
 
 def inlined(file: str) -> str:
-    """The part of a runtime module (real, linted Python beside this file) that every emitted
+    """The part of a runtime module (real, linted Python in derive/runtime/) that every emitted
     module of a target carries: what follows its marker line."""
-    text = (Path(__file__).parent / file).read_text(encoding="utf-8")
+    text = (Path(__file__).parent.parent / "runtime" / file).read_text(encoding="utf-8")
     _, marker, body = text.partition(MARKER)
     if not marker:
         raise RuntimeError(f"{file}: no marker line")
@@ -57,8 +57,8 @@ def drop_unused_helpers(text: str, helpers: str) -> str:
 
 
 # Target-independent parts of every module: input checks, and the one-step API.
-CHECKS = inlined("runtime_checks.py")
-STEP_API = inlined("runtime_steps.py")
+CHECKS = inlined("checks.py")
+STEP_API = inlined("steps.py")
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ NUMPY = Target(
     name="numpy",
     title="NumPy",
     imports="import numpy as np",
-    helpers=inlined("runtime_numpy.py"),
+    helpers=inlined("numpy_arrays.py"),
 )
 
 TORCH = Target(
@@ -85,8 +85,8 @@ TORCH = Target(
     imports="import torch",
     core="_",
     fused_derivatives=True,
-    helpers=inlined("runtime_torch.py"),
-    api=inlined("runtime_torch_api.py"),
+    helpers=inlined("torch_arrays.py"),
+    api=inlined("torch_function.py"),
 )
 
 TARGETS = {t.name: t for t in (NUMPY, TORCH)}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from derive_cells.cli import (
+from derive_cells.command import (
     OUTPUT_PATH,
     FiniteFloat,
     check_outputs,
@@ -123,7 +123,7 @@ def decay(cells, steps, batch, hidden, input_size, seed, recurrent_init, gain, i
         _fail(f"--plot {plot}: the file must end in .svg or .png")
     require_torch("derive-cells decay", "decay (its predictions)")
     from derive_cells.derivation import derive
-    from derive_cells.verify.decay import Setup, SetupError, check_budget, measure
+    from derive_cells.verify.decay.measurement import Setup, SetupError, check_budget, measure
     from derive_cells.verify.modules import emit_and_import
 
     loaded = load_cells(cells, "derive-cells decay")
@@ -163,7 +163,8 @@ def decay(cells, steps, batch, hidden, input_size, seed, recurrent_init, gain, i
     else:
         text = table(results)
     if plot:
-        from derive_cells.reports.plots import decay_figure, render
+        from derive_cells.plots import render
+        from derive_cells.verify.decay.plots import decay_figure
 
         data = render(decay_figure(results), PLOT_FORMATS[Path(plot).suffix.lower()])
         write_output(plot, data, "derive-cells decay")

@@ -15,12 +15,12 @@ import re
 import textwrap
 
 from derive_cells.derivation import Derivation
-from derive_cells.plan import Plan
-from derive_cells.targets import inlined
+from derive_cells.emit.plan import Plan
+from derive_cells.emit.targets import inlined
 
 # The layer class every Torch module carries (derive/runtime_torch_layer.py), named CellLayer
 # there, and the module constants it reads, written here for each cell.
-LAYER = inlined("runtime_torch_layer.py")
+LAYER = inlined("torch_layer.py")
 CONSTANTS = ("ROLES", "GATE_BIASES", "BIAS_PARAMS")
 
 ACRONYMS = ("lstm", "gru", "rnn", "mgu", "lru", "gla", "ssm")

@@ -3,7 +3,7 @@ forget bias) trained on the task, or on every point of a sweep (distances, seque
 with the cells emitted once into a temporary folder; or the --check agreement of each cell.
 
 The settings are checked here for every caller (check_settings, and Config for its fields), and
-the memory and time before anything large is made (verify/train_budget.py)."""
+the memory and time before anything large is made (train/budget.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from derive_cells.verify import train_budget
-from derive_cells.verify.tasks import TASKS, Task, make_task
-from derive_cells.verify.train import Config, Variant, _info, label, train, variants
+from derive_cells.train import budget as train_budget
+from derive_cells.train.run import Config, Variant, _info, label, train, variants
+from derive_cells.train.tasks import TASKS, Task, make_task
 
 SWEEP_KEY = {"distance": "distance", "adding": "steps"}
 # What an experiment accepts besides its Config, the command line's options and Cell.train alike.
@@ -195,8 +195,8 @@ def describe(tasks: list[Task], key: str | None) -> str:
 
 def check(derivs, task: Task, config: Config, forget_biases=None, steps: int = 20,
           progress=None) -> list[dict]:
-    """The --check agreement of every variant (verify/train_check.py)."""
-    from derive_cells.verify.train_check import agreement
+    """The --check agreement of every variant (train/check.py)."""
+    from derive_cells.train.check import agreement
 
     check_settings(task.name, forget_biases=forget_biases)
     out = []

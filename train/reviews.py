@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from derive_cells.verify.tasks import Dataset, Task, majority_share
+from derive_cells.train.data import Dataset, Task, majority_share
 
 SDIST = "vaderSentiment-3.3.2.tar.gz"
 SHA256 = "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"

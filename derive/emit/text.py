@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from derive_cells.derivation import Derivation
-from derive_cells.printers import CellCodePrinter
+from derive_cells.emit.printers import CellCodePrinter
 
 
 def derivation_text(deriv: Derivation) -> str:

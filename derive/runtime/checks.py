@@ -1,7 +1,7 @@
 """Input checks every emitted module carries (NumPy and Torch alike): shapes, dtypes, finite
 values, the hidden size, and distinct returned gradients.
 
-This is real, linted Python; derive_cells.targets copies everything after the marker line into
+This is real, linted Python; derive_cells.emit.targets copies everything after the marker line into
 each emitted module. The names defined above the marker are what that module (or its target's
 runtime) defines itself. verify/ decodes PARAMS shapes with _dims from here.
 """
@@ -26,7 +26,7 @@ def _zeros(shape, like):
     raise NotImplementedError
 
 
-# ---- inlined into every emitted module from here on (derive_cells.targets) ----
+# ---- inlined into every emitted module from here on (derive_cells.emit.targets) ----
 
 def _dims(spec, I, H):
     """('4*H', 'I') -> (4 * H, I)."""
