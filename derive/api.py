@@ -256,19 +256,23 @@ class Cell:
 
     def train(self, task: str = "sentiment", forget_bias=None, decay: bool = True,
               distances=None, steps=None, train_size=None, test_size=None, data_dir=None,
-              **config) -> TrainResult:
+              gate_bias=None, init=None, tmax=None, **config) -> TrainResult:
         """Train the article's model on a task (as `derive-cells train`); config: the fields
         of derive_cells.train.run.Config (backend, optimizer, lr, epochs, hidden, ...).
         Values the command line refuses raise ValueError, as does an experiment over the
         memory or time budget; Ctrl-C raises KeyboardInterrupt whose ``result`` holds the
-        finished runs."""
+        finished runs. gate_bias: {gate: value or [values]} (as --gate-bias); init="chrono"
+        with tmax=N (as --init chrono --tmax N)."""
         from derive_cells.train import experiment
         from derive_cells.train.run import Config
 
         settings = Config(**config)
         biases = [forget_bias] if isinstance(forget_bias, (int, float)) else forget_bias
+        gates = ({g: [v] if isinstance(v, (int, float)) else v for g, v in gate_bias.items()}
+                 if isinstance(gate_bias, dict) else gate_bias)
         return TrainResult(experiment.run_task([self._raw], task, settings, distances, steps,
-                                               train_size, test_size, data_dir, biases, decay))
+                                               train_size, test_size, data_dir, biases, decay,
+                                               gate_biases=gates, init=init, tmax=tmax))
 
     def report(self, path: str | os.PathLike, fmt: str | None = None,
                train: TrainResult | None = None) -> Path:

@@ -40,7 +40,11 @@ class Report:
                         "reached": "–" if r["reached"] is None else str(r["reached"]),
                         "seconds": f"{r['seconds_per_epoch']:.2f}",
                         "decay": "–" if d.get("rate_per_step") is None else
-                        f"{d['rate_per_step']:.3f}"})
+                        f"{d['rate_per_step']:.3f}",
+                        "horizon": "–" if r.get("predicted_horizon") is None else
+                        f"{r['predicted_horizon']:.0f}",
+                        "decay_end": "–" if e.get("decay_rate") is None else
+                        f"{e['decay_rate']:.3f}"})
         return out
 
     @property

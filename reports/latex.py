@@ -127,7 +127,8 @@ def render_latex(report: Report, stem: str) -> tuple[str, dict[str, bytes]]:
             chance=f"{report.learning['runs'][0]['chance']:.3f}",
             rows=[" & ".join(tex_escape(v).replace("–", "--") for v in
                              ([r["cell"]] + ([r["point"]] if key else []) +
-                              [r["train"], r["test"], r["reached"], r["seconds"], r["decay"]]))
+                              [r["train"], r["test"], r["reached"], r["seconds"], r["decay"],
+                               r["horizon"], r["decay_end"]]))
                   for r in report.learning_rows], figures=names)
     tex = env.get_template("report.tex.j2").render(learning=learning,
         title=tex_escape(report.title), version=__version__, cells=cells,

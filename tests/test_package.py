@@ -3,6 +3,7 @@ the project's folders (verify.py, reports/, derive.py) in the working directory 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import venv
@@ -162,9 +163,25 @@ print("ok")
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
+def test_without_torch_training_watches_the_decay_with_the_emitted_numpy_module(torchless,
+                                                                                 tmp_path):
+    """`derive-cells train rnn --task sentiment` trains by default with NumPy alone: the decay
+    is measured with the emitted NumPy backward at every epoch; no theory column."""
+    done = subprocess.run([str(torchless / "bin" / "derive-cells"), "train", "rnn", "--task",
+                           "sentiment", "--epochs", "2", "--train-size", "64", "--test-size",
+                           "16", "--format", "json"], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = json.loads(done.stdout)["runs"][0]
+    rates = [e["decay_rate"] for e in run["epochs"]]
+    assert len(rates) == 3 and all(0 < r < 1 for r in rates), rates
+    assert run["decay"]["theory"] is False and run["decay"]["predicted_rate_per_step"] is None
+    assert run["predicted_horizon"] > 0
+
+
 @pytest.mark.parametrize("args", [
     ["verify", "rnn"], ["decay", "rnn", "--steps", "10"], ["report", "rnn", "-o", "r.html"],
-    ["train", "rnn", "--epochs", "1"], ["train", "rnn", "--check"],
+    ["train", "rnn", "--check"],
     ["train", "rnn", "--backend", "torch", "--no-decay"],
 ])
 def test_without_torch_commands_that_need_it_say_how_to_install_the_cpu_build(torchless,

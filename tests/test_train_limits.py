@@ -198,7 +198,7 @@ def test_the_decay_measurement_shows_progress():
     first = next(i for i, m in enumerate(messages) if "measuring the gradient decay" in m)
     done = next(i for i, m in enumerate(messages) if "gradient decay measured" in m)
     assert first < done < next(i for i, m in enumerate(messages) if "epoch 1/1" in m)
-    assert "T=20, B=16, H=4" in messages[first]
+    assert "T=50 steps of the task's test rows, B=16, H=4" in messages[first]
 
 
 # --- Ctrl-C ------------------------------------------------------------------------------------

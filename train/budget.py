@@ -36,6 +36,8 @@ NODE_SECONDS = 2.5e-6  # ... and of each node of the derivation in that step
 TIME_BUDGET = 24 * 3600.0  # seconds: longer experiments are refused
 EVAL_BATCH = 1000  # rows per forward pass when a model is evaluated (NumpyModel.evaluate)
 DECAY_BATCH = 16  # sequences the decay measurement at the initial weights runs at once
+DECAY_BURN_IN = 100  # steps of the task's own sequences run before the measured ones
+DECAY_WINDOW = 50  # at least this many measured steps (more: the task's longest sequence)
 MARGIN = 1.1  # on the fitted bytes of a training step
 TRANSIENT = 2  # a data set's generator holds this many more copies of its inputs at its peak
 DEFAULT_SIZES = (2000, 500)  # the generators' train and test rows
@@ -56,11 +58,17 @@ class Shape:
     steps: int
     vocab: int | None
     features: int | None
+    fresh: bool = False  # fresh training rows every epoch (the generated tasks)
 
     @property
     def data_bytes(self) -> int:
         per_row = self.steps * (self.features or 1) * 8 + 16  # inputs, length and target
         return (self.n_train + self.n_test) * per_row
+
+    @property
+    def epoch_bytes(self) -> int:
+        """A fresh-row task keeps epoch 1's rows and draws each later epoch's beside them."""
+        return self.n_train * (self.steps * (self.features or 1) * 8 + 16) if self.fresh else 0
 
     @property
     def transient_bytes(self) -> int:
@@ -74,12 +82,12 @@ def shapes_for(task: str, points: list[dict], train_size: int | None,
     n_train = train_size or DEFAULT_SIZES[0]
     n_test = test_size or DEFAULT_SIZES[1]
     if task == "sentiment":
-        return [Shape(n_train, n_test, REVIEW_LENGTH[1], len(VOCAB), None)]
+        return [Shape(n_train, n_test, REVIEW_LENGTH[1], len(VOCAB), None, True)]
     if task == "distance":
-        return [Shape(n_train, n_test, p["distance"] + 1 + DISTANCE_PREFIX, len(VOCAB), None)
-                for p in points]
+        return [Shape(n_train, n_test, p["distance"] + 1 + DISTANCE_PREFIX, len(VOCAB), None,
+                      True) for p in points]
     if task == "adding":
-        return [Shape(n_train, n_test, p["steps"], None, 2) for p in points]
+        return [Shape(n_train, n_test, p["steps"], None, 2, True) for p in points]
     return None
 
 
@@ -87,13 +95,15 @@ def shape_of(task: Task) -> Shape:
     train, test = task.train, task.test
     steps = max(int(train.inputs.shape[1]), int(test.inputs.shape[1]), 1)
     if train.tokens:
-        return Shape(len(train), len(test), steps, len(train.vocab), None)
-    return Shape(len(train), len(test), steps, None, int(train.inputs.shape[-1]))
+        return Shape(len(train), len(test), steps, len(train.vocab), None, task.fresh)
+    return Shape(len(train), len(test), steps, None, int(train.inputs.shape[-1]), task.fresh)
 
 
 def data_bytes(shapes: list[Shape]) -> int:
-    """Every sweep point's data is kept; the largest one's generator needs a few copies more."""
-    return sum(s.data_bytes for s in shapes) + max(s.transient_bytes for s in shapes)
+    """Every sweep point's data is kept; the largest one's generator needs a few copies more,
+    and a fresh-row task one epoch's rows more while it trains."""
+    return sum(s.data_bytes for s in shapes) + max(s.transient_bytes + s.epoch_bytes
+                                                   for s in shapes)
 
 
 def check_data(shapes: list[Shape]) -> None:
@@ -180,8 +190,9 @@ def step_cost(module, deriv, shape: Shape, config) -> StepCost:
 
 def decay_setup(shape_steps: int, input_size: int, config) -> Setup:
     """The decay measurement at a run's initial weights (train.decay_at)."""
-    return Setup(steps=max(shape_steps, 2), batch=DECAY_BATCH, hidden=config.hidden,
-                 input_size=input_size, seed=config.seed, dtype="float64")
+    return Setup(steps=max(shape_steps, DECAY_WINDOW), batch=DECAY_BATCH, hidden=config.hidden,
+                 input_size=input_size, seed=config.seed, dtype="float64",
+                 burn_in=DECAY_BURN_IN)
 
 
 def estimate(variants: list, shapes: list[Shape], config, decay: bool) -> Estimate:
@@ -242,7 +253,10 @@ def _decay(variant, shape: Shape, config, cost: StepCost) -> float:
             "or --no-decay") from None
     work = jacobian_work(variant.deriv, setup)
     per_step = STEP_SECONDS + NODE_SECONDS * cost.nodes
-    return (work + 6 * cost.weights * setup.batch * setup.steps) / RATE + 2 * setup.steps * per_step
+    watched = config.epochs + 1  # at the initial weights and after every epoch
+    steps = setup.burn_in + 2 * setup.steps  # burn-in forward, then forward and backward
+    return work / RATE + watched * (6 * cost.weights * setup.batch * steps / RATE
+                                    + steps * per_step)
 
 
 def _count(n: int, what: str) -> str:

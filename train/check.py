@@ -58,12 +58,15 @@ def agreement(variant: Variant, task: Task, config: Config, steps: int = 20,
     ref_model, _ = make_model(variant, task, replace(config, backend="torch.nn"), params)
     assert isinstance(np_model, NumpyModel)
     rng = np.random.default_rng(config.seed + 1)
-    order: list[np.ndarray] = []
+    order: list[tuple] = []  # (the epoch's rows, a batch's index): as train() runs them
+    epoch = 0
     while len(order) < steps:
-        order += batches(len(task.train), config.batch_size, rng)
+        epoch += 1
+        rows = task.epoch_rows(epoch)  # generated tasks: fresh rows every epoch
+        order += [(rows, index) for index in batches(len(rows), config.batch_size, rng)]
     worst, worst_step = 0.0, 0
-    for k, index in enumerate(order[:steps]):
-        batch = task.train.subset(index)
+    for k, (rows, index) in enumerate(order[:steps]):
+        batch = rows.subset(index)
         a, b = np_model.step(batch), ref_model.step(batch)
         error = abs(a - b) / max(abs(b), 1e-300)
         if not error <= worst:  # nan counts as the worst

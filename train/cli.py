@@ -19,7 +19,13 @@ from derive_cells.command import (
     torch_missing,
     write_output,
 )
-from derive_cells.train.experiment import FORGET_BIAS_LIMIT, SIZE_RANGES, SWEEP_RANGES
+from derive_cells.train.experiment import (
+    FORGET_BIAS_LIMIT,
+    INITS,
+    SIZE_RANGES,
+    SWEEP_RANGES,
+    TMAX_RANGE,
+)
 from derive_cells.train.run import CHOICES, FLOAT_RANGES, INT_RANGES
 from derive_cells.train.table import check_table, runs_table
 
@@ -74,6 +80,26 @@ class FloatList(click.ParamType):
         return list(dict.fromkeys(items))
 
 
+class GateBias(FloatList):
+    """GATE=V1,V2,...: a gate's name (as the emitted layer's GATE_BIASES) and its values."""
+
+    name = "gate=list"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        gate, sep, values = str(value).partition("=")
+        if not sep or not gate.strip():
+            self.fail(f"{value!r}: expected GATE=V1,V2,... (e.g. f=0,1,3 or z=3)", param, ctx)
+        items = [v.strip() for v in values.split(",") if v.strip()]
+        numbers = [v for v in items if v != "default"]
+        chosen = super().convert(",".join(numbers), param, ctx) if numbers else []
+        if not items:
+            self.fail(f"{value!r}: give at least one value", param, ctx)
+        # "default": a run with PyTorch's initialisation of that gate, beside the set values
+        return gate.strip(), ([None] if "default" in items else []) + chosen
+
+
 @click.command("train")
 @click.argument("cells", nargs=-1, required=True, metavar="CELL_OR_SPEC...")
 @click.option("--task", type=click.Choice(["sentiment", "distance", "adding", "reviews"]),
@@ -110,10 +136,30 @@ class FloatList(click.ParamType):
 @click.option("--forget-bias", type=FloatList(FORGET_BIAS_LIMIT), default=None,
               help="Forget-gate bias at initialisation for cells with a forget gate 'f' "
                    "(comma-separated: one run per value, e.g. 0,1); other cells run once.")
+@click.option("--gate-bias", "gate_bias", type=GateBias(FORGET_BIAS_LIMIT), multiple=True,
+              metavar="GATE=V1,V2,...",
+              help="A gate's pre-activation bias at initialisation (its first bias in the "
+                   "emitted layer's GATE_BIASES, the others 0), e.g. f=0,1,3 for the LSTM's "
+                   "forget gate or z=3 for the GRU's update gate (which keeps the state when z "
+                   "is near 1); the value default keeps PyTorch's initialisation (z=default,3). "
+                   "One run per value (per combination, for several gates of one "
+                   "cell); repeatable; cells without the gate run once. --forget-bias V is "
+                   "--gate-bias f=V.")
+@click.option("--init", "init", type=click.Choice(INITS), default=None,
+              help="chrono: chrono initialisation (Tallec & Ollivier 2018), with --tmax: per "
+                   "unit u ~ U(1, T_max - 1), the keeping gate's bias log(u) (LSTM b_f, GRU "
+                   "b_z; a gate that keeps with 1 - gate gets -log(u)) and the LSTM's b_i = "
+                   "-b_f; one more run for each cell with a keeping gate, others run once.")
+@click.option("--tmax", type=click.IntRange(*TMAX_RANGE), default=None,
+              help="T_max of --init chrono: the longest dependency to start with.")
 @click.option("--train-size", type=click.IntRange(*SIZE_RANGES["train_size"]), default=None,
-              help="Training rows (default: 2000; reviews: the whole split).")
+              help="Training rows per epoch (default: 2000). Generated tasks (sentiment, "
+                   "distance, adding) draw fresh rows every epoch from (seed, epoch), none "
+                   "equal to a test row, so nothing can be memorised; reviews trains on the "
+                   "same rows every epoch (default: the whole split).")
 @click.option("--test-size", type=click.IntRange(*SIZE_RANGES["test_size"]), default=None,
-              help="Test rows (default: 500; reviews: the whole split).")
+              help="Test rows, fixed for the whole run (default: 500; reviews: the whole "
+                   "split).")
 @click.option("--seed", type=click.IntRange(*INT_RANGES["seed"]), default=0, show_default=True,
               help="Seed of the data, the initial weights and the batch order.")
 @click.option("--dtype", type=click.Choice(CHOICES["dtype"]), default="float32",
@@ -122,8 +168,16 @@ class FloatList(click.ParamType):
               help="Report the first epoch at which the test accuracy reaches this (default "
                    "0.9), or the test MSE falls to it (default 0.01).")
 @click.option("--decay/--no-decay", default=True, show_default=True,
-              help="Measure each run's gradient decay rate at its initial weights (needs torch "
-                   "for the theory beside it; --no-decay keeps a numpy run torch-free).")
+              help="Watch each run's gradient decay: the per-step factor of the gradient of the "
+                   "read-out's loss back through time, measured as `derive-cells decay` does "
+                   "(emitted NumPy backward, Theil-Sen fit in log space) on a fixed probe batch "
+                   "of 16 test rows per seed, each preceded by other test rows: 100 steps of "
+                   "burn-in run forward only, then the gradient is followed back over max(the "
+                   "task's length, 50) steps. Measured at the initial weights (epoch 0) and "
+                   "after every epoch (JSON: decay_rate in every epoch); predicted_horizon = "
+                   "ln(1e-3) / ln(rate at init), the distance at which the factor compounds "
+                   "below 1e-3. Needs only NumPy; the theory beside it (gate product or bound) "
+                   "only where torch is installed.")
 @click.option("--check", is_flag=True,
               help="Instead of training: train each cell twice in float64 with SGD from the "
                    "same weights and batches, with the emitted NumPy module and with torch.nn "
@@ -137,13 +191,14 @@ class FloatList(click.ParamType):
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @click.option("--plot", type=OUTPUT_PATH, metavar="FILE",
-              help="Write learning curves (and for a sweep, the test metric against distance "
-                   "or length) to FILE (.svg or .png).")
+              help="Write learning curves (for a sweep: the test metric against distance or "
+                   "length, beside the decay rate per epoch with the epoch each run reached "
+                   "the target marked) to FILE (.svg or .png).")
 @click.option("-o", "--output", type=OUTPUT_PATH, metavar="FILE",
               help="Write the table or JSON to FILE ('-': stdout, the default).")
 def train(cells, task, distances, steps, backend, optimizer, lr, epochs, batch_size, hidden,
-          embed, clip, forget_bias, train_size, test_size, seed, dtype, target, decay, check,
-          check_steps, data_dir, fmt, plot, output):
+          embed, clip, forget_bias, gate_bias, init, tmax, train_size, test_size, seed, dtype,
+          target, decay, check, check_steps, data_dir, fmt, plot, output):
     """Train the article's model with the derived gradients: token embedding -> the cell over
     each sequence's own length -> sigmoid read-out of the last state, thresholded at 0.5, with
     binary cross-entropy (the adding task: a linear read-out and squared error).
@@ -151,11 +206,14 @@ def train(cells, task, distances, steps, backend, optimizer, lr, epochs, batch_s
     Every cell is trained from scratch on the same data, batches and budget; a sweep (several
     --distance or --steps values) trains every cell at every value. The table gives the final
     train and test loss and accuracy (or MSE), the first epoch at the --target, seconds per
-    epoch and the gradient decay rate at the initial weights.
+    epoch, the gradient decay rate per step at the initial weights and at the end, and the
+    horizon it predicts (see --decay).
 
     \b
       derive-cells train rnn lstm gru --task sentiment --plot curves.svg
       derive-cells train rnn lstm gru simplified_gru --task distance --forget-bias 0,1
+      derive-cells train lstm gru --task distance --distance 40 --gate-bias f=0,3 \
+          --gate-bias z=3 --init chrono --tmax 160
       derive-cells train rnn lstm gru --task adding --steps 50,100 --epochs 30
       derive-cells train lstm gru --task reviews --epochs 5
       derive-cells train rnn lstm gru my_cell.toml --check
@@ -172,16 +230,16 @@ def train(cells, task, distances, steps, backend, optimizer, lr, epochs, batch_s
     """
     try:
         _train(cells, task, distances, steps, backend, optimizer, lr, epochs, batch_size, hidden,
-               embed, clip, forget_bias, train_size, test_size, seed, dtype, target, decay,
-               check, check_steps, data_dir, fmt, plot, output)
+               embed, clip, forget_bias, gate_bias, init, tmax, train_size, test_size, seed,
+               dtype, target, decay, check, check_steps, data_dir, fmt, plot, output)
     except KeyboardInterrupt:
         click.echo(f"{COMMAND}: interrupted", err=True)
         sys.exit(INTERRUPTED)
 
 
 def _train(cells, task, distances, steps, backend, optimizer, lr, epochs, batch_size, hidden,
-           embed, clip, forget_bias, train_size, test_size, seed, dtype, target, decay, check,
-           check_steps, data_dir, fmt, plot, output):
+           embed, clip, forget_bias, gate_bias, init, tmax, train_size, test_size, seed, dtype,
+           target, decay, check, check_steps, data_dir, fmt, plot, output):
     if plot and Path(plot).suffix.lower() not in PLOT_FORMATS:
         _fail(f"--plot {plot}: the file must end in .svg or .png")
     ctx = click.get_current_context()
@@ -190,7 +248,7 @@ def _train(cells, task, distances, steps, backend, optimizer, lr, epochs, batch_
         given = ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
         if given and task != applies:
             _fail(f"{option} applies to --task {applies} only, not {task}")
-    if check or backend != "numpy" or (decay and not check):
+    if check or backend != "numpy":
         _need_torch(check, backend, decay)
     from derive_cells.derivation import derive
     from derive_cells.train import experiment
@@ -217,6 +275,10 @@ def _train(cells, task, distances, steps, backend, optimizer, lr, epochs, batch_
         progress(estimate.describe())
 
     derivs = [derive(cell) for cell in loaded]
+    gates = {}
+    for gate, values in gate_bias:  # repeated gates: their values together
+        gates[gate] = list(dict.fromkeys(gates.get(gate, []) + values))
+    inits = dict(gate_biases=gates or None, init=init, tmax=tmax)
     distances = (distances[:1] if check else distances) if task == "distance" else None
     steps = (steps[:1] if check else steps) if task == "adding" else None
     try:
@@ -224,11 +286,11 @@ def _train(cells, task, distances, steps, backend, optimizer, lr, epochs, batch_
             tasks = experiment.tasks_for(task, seed, distances, steps, train_size, test_size,
                                          data_dir)
             agreements = experiment.check(derivs, tasks[0], config, forget_bias, check_steps,
-                                          progress)
+                                          progress, **inits)
         else:
             result = experiment.run_task(derivs, task, config, distances, steps, train_size,
                                          test_size, data_dir, forget_bias, decay, progress,
-                                         estimated)
+                                         estimated, **inits)
     except experiment.ExperimentError as exc:
         _fail(str(exc))
     except FloatingPointError as exc:
@@ -278,18 +340,16 @@ def _need_torch(check: bool, backend: str, decay: bool) -> None:
     try:
         import torch  # noqa: F401
     except ImportError:
-        why = ("--check" if check else f"--backend {backend}" if backend != "numpy"
-               else "the decay rate (use --no-decay to train without torch)")
+        why = "--check" if check else f"--backend {backend}"
         _fail(torch_missing(why))
 
 
 def _plot(result: dict, path: str) -> None:
     from derive_cells.plots import render
-    from derive_cells.train.plots import learning_figure, sweep_figure
+    from derive_cells.train.plots import learning_figure, learning_figures
 
     runs, key = result["runs"], result["sweep"]
-    fig = (sweep_figure(runs, key, f"{result['task']}: final test {runs[0]['metric']} "
-                                   f"after {result['config']['epochs']} epochs")
-           if key else learning_figure(runs, f"{result['task']}: learning curves"))
+    fig = (learning_figures(result)["sweep"] if key
+           else learning_figure(runs, f"{result['task']}: learning curves"))
     write_output(path, render(fig, PLOT_FORMATS[Path(path).suffix.lower()]), COMMAND)
     click.echo(f"train: wrote {path}", err=True)

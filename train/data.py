@@ -3,6 +3,7 @@ train and test sets with the score of chance."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,13 +58,27 @@ class Dataset:
 @dataclass(frozen=True, eq=False)
 class Task:
     """A train and a test set; chance is the majority-class accuracy on the test set (binary)
-    or the MSE of the best constant prediction (regression)."""
+    or the MSE of the best constant prediction (regression). draw(e) gives a generated task's
+    fresh training rows of epoch e (1-based; train is epoch 1's); None for a fixed corpus."""
 
     name: str
     train: Dataset
     test: Dataset
     description: str
     chance: float
+    draw: Callable[[int], Dataset] | None = None
+
+    @property
+    def fresh(self) -> bool:
+        """True when every epoch trains on rows of its own."""
+        return self.draw is not None
+
+    def epoch_rows(self, epoch: int) -> Dataset:
+        """The training rows of epoch `epoch` (1-based): fresh rows for a generated task, the
+        same rows every epoch for a fixed corpus."""
+        if self.draw is None or epoch == 1:
+            return self.train
+        return self.draw(epoch)
 
 
 def majority_share(targets: np.ndarray) -> float:

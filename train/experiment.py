@@ -14,14 +14,16 @@ from dataclasses import replace
 from pathlib import Path
 
 from derive_cells.train import budget as train_budget
-from derive_cells.train.run import Config, Variant, _info, label, train, variants
+from derive_cells.train.run import Config, Variant, _info, init_label, initialisations, train
 from derive_cells.train.tasks import TASKS, Task, make_task
 
 SWEEP_KEY = {"distance": "distance", "adding": "steps"}
 # What an experiment accepts besides its Config, the command line's options and Cell.train alike.
 SWEEP_RANGES = {"distance": (0, 1000), "steps": (2, 2000)}
 SIZE_RANGES = {"train_size": (1, 200_000), "test_size": (1, 100_000)}
-FORGET_BIAS_LIMIT = 100.0
+FORGET_BIAS_LIMIT = 100.0  # |gate bias| at most (--forget-bias, --gate-bias)
+INITS = ("pytorch", "chrono")  # --init
+TMAX_RANGE = (3, 1_000_000)  # --tmax: chrono's T_max
 
 
 class ExperimentError(ValueError):
@@ -42,7 +44,7 @@ def _integer(value) -> bool:
 
 
 def check_settings(task: str, distances=None, steps=None, train_size=None, test_size=None,
-                   forget_biases=None) -> None:
+                   forget_biases=None, gate_biases=None, init=None, tmax=None) -> None:
     """Refuse (ExperimentError) what the command line refuses."""
     if task not in TASKS:
         raise ExperimentError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
@@ -68,6 +70,29 @@ def check_settings(task: str, distances=None, steps=None, train_size=None, test_
                     and abs(b) <= FORGET_BIAS_LIMIT for b in forget_biases)):
         raise ExperimentError(f"forget biases must be numbers in -{FORGET_BIAS_LIMIT:g}.."
                               f"{FORGET_BIAS_LIMIT:g}; got {forget_biases!r}")
+    if gate_biases is not None:
+        if not isinstance(gate_biases, dict) or not all(isinstance(g, str) for g in gate_biases):
+            raise ExperimentError(f"gate biases must be a dict gate name -> list of values; "
+                                  f"got {gate_biases!r}")
+        for gate, values in gate_biases.items():
+            if not (isinstance(values, (list, tuple)) and values and all(
+                    b is None or (isinstance(b, (int, float)) and not isinstance(b, bool)
+                                  and math.isfinite(b) and abs(b) <= FORGET_BIAS_LIMIT)
+                    for b in values)):
+                raise ExperimentError(f"gate {gate!r}: biases must be numbers in "
+                                      f"-{FORGET_BIAS_LIMIT:g}..{FORGET_BIAS_LIMIT:g} (or None: "
+                                      f"PyTorch's initialisation); got "
+                                      f"{values!r}")
+        if forget_biases is not None and "f" in gate_biases:
+            raise ExperimentError("forget biases given twice: --forget-bias is --gate-bias f=...")
+    if init is not None and init not in INITS:
+        raise ExperimentError(f"init must be one of {', '.join(INITS)}; got {init!r}")
+    if (init == "chrono") != (tmax is not None):
+        raise ExperimentError("--init chrono needs --tmax N (chrono's T_max), and --tmax goes "
+                              "with --init chrono only")
+    low, high = TMAX_RANGE
+    if tmax is not None and not (_integer(tmax) and low <= tmax <= high):
+        raise ExperimentError(f"tmax must be an integer in {low}..{high}; got {tmax!r}")
 
 
 def _sweep(task: str, distances=None, steps=None) -> list[dict]:
@@ -101,28 +126,49 @@ def tasks_for(task: str, seed: int, distances=None, steps=None, train_size=None,
         raise ExperimentError(str(exc)) from None
 
 
-def _variants(derivs, forget_biases, folder: Path, targets) -> list[Variant]:
+def _variants(derivs, forget_biases, folder: Path, targets, gate_biases=None,
+              tmax=None) -> list[Variant]:
+    """One Variant per cell and initialisation (run.initialisations); forget_biases are gate
+    f's. A gate no cell has, or chrono for cells without a keeping gate, is refused."""
+    from derive_cells.emit.torch_layer import chrono_gates
+    from derive_cells.verify.decay.measurement import _roles
     from derive_cells.verify.modules import emit_and_import
 
-    pairs = variants(derivs, forget_biases)
-    if forget_biases and all(b is None for _, b in pairs):
-        raise ExperimentError("--forget-bias needs a cell with a forget gate 'f'")
-    several = {d.cell.name: sum(e is d for e, _ in pairs) > 1 for d in derivs}
+    gate_biases = dict(gate_biases or {})
+    if forget_biases:
+        gate_biases["f"] = list(forget_biases)
+    known = {d.cell.name: list(_roles(d)[2]) for d in derivs}
+    for gate in gate_biases:
+        if not any(gate in gates for gates in known.values()):
+            option = ("--forget-bias needs a cell with a forget gate 'f'" if gate == "f"
+                      and forget_biases else f"--gate-bias {gate}: no cell has a gate {gate!r}")
+            raise ExperimentError(
+                f"{option} with a bias; the gates whose bias can be "
+                "set are " + "; ".join(f"{c}: {', '.join(g) or 'none'}"
+                                       for c, g in known.items()))
+    if tmax is not None and not any(chrono_gates(d, _roles(d)[2]) for d in derivs):
+        raise ExperimentError("--init chrono: no cell has a keeping gate (a gate with a bias "
+                              "that multiplies a previous state, as the LSTM's f or the GRU's z)")
+    chosen = initialisations(derivs, gate_biases, tmax)
     made = {id(d): {t: emit_and_import(d, t, folder) for t in targets} for d in derivs}
-    return [Variant(label(d, b, several[d.cell.name]), d, made[id(d)], b) for d, b in pairs]
+    return [Variant(init_label(d, g, c), d, made[id(d)], (g or {}).get("f"), g, c)
+            for d, g, c in chosen]
 
 
 def run_task(derivs, task: str, config: Config, distances=None, steps=None, train_size=None,
              test_size=None, data_dir=None, forget_biases=None, decay: bool = True,
-             progress=None, estimated=None) -> dict:
+             progress=None, estimated=None, *, gate_biases=None, init=None,
+             tmax=None) -> dict:
     """The experiment as the command line and Cell.train run it: the settings checked, the
     cells emitted, the memory and time estimated (ExperimentError over budget) before the data
     is made (for reviews: once it is read), then run."""
-    check_settings(task, distances, steps, train_size, test_size, forget_biases)
+    check_settings(task, distances, steps, train_size, test_size, forget_biases, gate_biases,
+                   init, tmax)
     sweep = _sweep(task, distances, steps)
     shapes = _shapes(task, sweep, train_size, test_size)
     with tempfile.TemporaryDirectory(prefix="derive-cells-train-") as tmp:
-        chosen = _variants(derivs, forget_biases, Path(tmp), _targets(config))
+        chosen = _variants(derivs, forget_biases, Path(tmp), _targets(config), gate_biases,
+                           tmax)
         estimate = _estimate(chosen, shapes, config, decay) if shapes else None
         tasks = tasks_for(task, config.seed, distances, steps, train_size, test_size, data_dir)
         estimate = estimate or _estimate(chosen, [train_budget.shape_of(t) for t in tasks],
@@ -131,13 +177,15 @@ def run_task(derivs, task: str, config: Config, distances=None, steps=None, trai
 
 
 def run(derivs, tasks: list[Task], config: Config, forget_biases=None, decay: bool = True,
-        progress=None, estimated=None) -> dict:
+        progress=None, estimated=None, *, gate_biases=None, init=None, tmax=None) -> dict:
     """Train every variant on every task; the result as JSON-ready data. Before the first run,
     its memory and time are estimated (ExperimentError over budget) and passed to estimated;
     Ctrl-C raises Interrupted with the runs that had finished."""
-    check_settings(tasks[0].name, forget_biases=forget_biases)
+    check_settings(tasks[0].name, forget_biases=forget_biases, gate_biases=gate_biases,
+                   init=init, tmax=tmax)
     with tempfile.TemporaryDirectory(prefix="derive-cells-train-") as tmp:
-        chosen = _variants(derivs, forget_biases, Path(tmp), _targets(config))
+        chosen = _variants(derivs, forget_biases, Path(tmp), _targets(config), gate_biases,
+                           tmax)
         estimate = _estimate(chosen, [train_budget.shape_of(t) for t in tasks], config, decay)
         return _train_all(chosen, tasks, config, decay, progress, estimate, estimated)
 
@@ -177,7 +225,8 @@ def _result(tasks: list[Task], config: Config, runs: list, planned: int | None =
     name = tasks[0].name
     key = SWEEP_KEY.get(name) if len(tasks) > 1 else None
     out = {"task": name, "description": describe(tasks, key), "sweep": key,
-           "train_size": len(tasks[0].train), "tokens": tasks[0].train.tokens,
+           "train_size": len(tasks[0].train), "fresh_rows": tasks[0].fresh,
+           "tokens": tasks[0].train.tokens,
            "config": {**config.__dict__, "lr": config.learning_rate},
            "runs": [r.as_dict() for r in runs]}
     if planned is not None:
@@ -194,14 +243,16 @@ def describe(tasks: list[Task], key: str | None) -> str:
 
 
 def check(derivs, task: Task, config: Config, forget_biases=None, steps: int = 20,
-          progress=None) -> list[dict]:
+          progress=None, *, gate_biases=None, init=None, tmax=None) -> list[dict]:
     """The --check agreement of every variant (train/check.py)."""
     from derive_cells.train.check import agreement
 
-    check_settings(task.name, forget_biases=forget_biases)
+    check_settings(task.name, forget_biases=forget_biases, gate_biases=gate_biases, init=init,
+                   tmax=tmax)
     out = []
     with tempfile.TemporaryDirectory(prefix="derive-cells-train-") as tmp:
-        chosen = _variants(derivs, forget_biases, Path(tmp), ("numpy", "torch"))
+        chosen = _variants(derivs, forget_biases, Path(tmp), ("numpy", "torch"), gate_biases,
+                           tmax)
         _estimate(chosen, [train_budget.shape_of(task)],
                   replace(config, dtype="float64", epochs=1), decay=False)
         try:

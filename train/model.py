@@ -25,10 +25,15 @@ CELL = "cell."
 
 
 def init_params(module, deriv, data: Dataset, embed: int, hidden: int, seed: int,
-                forget_bias: float | None = None, dtype: str = "float32") -> dict[str, np.ndarray]:
+                forget_bias: float | None = None, dtype: str = "float32",
+                gate_bias: dict[str, float] | None = None,
+                chrono: float | None = None) -> dict[str, np.ndarray]:
     """Initial values as PyTorch draws them: the embedding from N(0, 1) (nn.Embedding), the
-    cell's parameters from U(+-1/sqrt(H)) (nn.LSTM; forget_bias sets the forget gate's bias,
-    split over its bias vectors), the read-out from U(+-1/sqrt(H)) (nn.Linear)."""
+    cell's parameters from U(+-1/sqrt(H)) (nn.LSTM), the read-out from U(+-1/sqrt(H))
+    (nn.Linear). Then, as the emitted layer does: chrono (T_max) sets the CHRONO gates' biases to
+    +-log U(1, T_max - 1) per unit (drawn from (seed, 1)), and gate_bias (gate -> value;
+    forget_bias is {"f": value}) sets each named gate's pre-activation bias: its first bias
+    (GATE_BIASES) to the value, its others to 0."""
     from derive_cells.verify.decay.measurement import Setup, make_params
 
     rng = np.random.default_rng(seed)
@@ -38,13 +43,43 @@ def init_params(module, deriv, data: Dataset, embed: int, hidden: int, seed: int
         I = embed
     else:
         I = data.inputs.shape[-1]
-    setup = Setup(hidden=hidden, input_size=I, forget_bias=forget_bias, dtype="float64")
+    setup = Setup(hidden=hidden, input_size=I, dtype="float64")
     cell = make_params(module, deriv, setup, I, hidden, rng)
+    if forget_bias is not None:
+        gate_bias = {"f": forget_bias, **(gate_bias or {})}
+    set_gate_biases(module, deriv, cell, hidden, gate_bias, chrono, seed)
     out.update({CELL + name: value for name, value in cell.items()})
     bound = 1 / math.sqrt(hidden)
     out[WEIGHT] = rng.uniform(-bound, bound, hidden)
     out[BIAS] = rng.uniform(-bound, bound, 1)
     return {name: value.astype(dtype) for name, value in out.items()}
+
+
+def set_gate_biases(module, deriv, cell: dict[str, np.ndarray], hidden: int,
+                    gate_bias: dict[str, float] | None, chrono: float | None, seed: int) -> None:
+    """Set gate biases in the packed cell parameters (in place), as the emitted layer's
+    set_chrono_bias and set_gate_bias do; ValueError for a gate or a cell that has none."""
+    from derive_cells.emit.torch_layer import chrono_gates
+    from derive_cells.verify.decay.measurement import _roles
+
+    gates = _roles(deriv)[2]
+    values: dict[str, np.ndarray | float] = {}
+    if chrono is not None:
+        keep = chrono_gates(deriv, gates)
+        if not keep:
+            raise ValueError(f"{deriv.cell.name}: chrono initialisation needs a keeping gate "
+                             "(one that multiplies a previous state) with a bias; it has none")
+        u = np.random.default_rng([int(seed), 1]).uniform(1.0, float(chrono) - 1.0, hidden)
+        values.update({g: sign * np.log(u) for g, sign in keep.items()})
+    for gate, value in (gate_bias or {}).items():
+        if gate not in gates:
+            raise ValueError(f"{deriv.cell.name}: no gate {gate!r} with a bias; the gates whose "
+                             f"bias can be set are {', '.join(gates) or 'none'}")
+        values[gate] = float(value)
+    for gate, value in values.items():
+        for k, b in enumerate(gates[gate]):
+            name, j = next((n, m.index(b)) for n, m in module.BLOCKS.items() if b in m)
+            cell[name][j * hidden:(j + 1) * hidden] = value if k == 0 else 0.0
 
 
 def time_major(inputs: np.ndarray, params: dict) -> np.ndarray:

@@ -1,5 +1,7 @@
 """Learning plots: learning curves, and for a sweep the test metric against the swept value
-(distance, sequence length) with chance marked, with one small panel per value."""
+(distance, sequence length) with chance marked, beside the gradient's decay rate per epoch with
+the moment each run reached the target (when the runs watched it), and one small panel of test
+curves per value."""
 
 from __future__ import annotations
 
@@ -82,6 +84,88 @@ def sweep_figure(runs: list[dict], key: str, title: str | None = None):
     return fig
 
 
+def has_decay(runs: list[dict]) -> bool:
+    """Whether the runs watched the gradient's decay (a decay_rate in every epoch)."""
+    return bool(runs) and all(e.get("decay_rate") is not None for r in runs
+                              for e in r["epochs"])
+
+
+def sweep_decay_figure(runs: list[dict], key: str, title: str | None = None):
+    """Two panels, one colour per configuration (cell and initialisation): the final test
+    metric against the swept value `key` with chance dotted; beside it the gradient's decay
+    rate per step (measured on the run's probe batch) against the epoch, one line per run
+    (lighter for smaller values of `key`), a filled circle where the run first reached the
+    target. Rates are drawn on a logit axis (0.5, 0.9, 0.99, 0.999 evenly apart) when all lie
+    strictly between 0 and 1."""
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11.5, 4.6),
+                                      gridspec_kw={"width_ratios": [1, 1.15]})
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = list(dict.fromkeys(r["cell"] for r in runs))
+    values = sorted({r["info"][key] for r in runs})
+    metric = runs[0]["metric"]
+    rates = [e["decay_rate"] for r in runs for e in r["epochs"]]
+    logit = all(0 < v < 1 for v in rates)
+    for k, name in enumerate(names):
+        color = colors[k % len(colors)]
+        mine = sorted((r for r in runs if r["cell"] == name), key=lambda r: r["info"][key])
+        (line,) = left.plot([r["info"][key] for r in mine],
+                            [r["epochs"][-1]["test_metric"] for r in mine], color=color, lw=1.8,
+                            marker="o", ms=4.5, label=name)
+        line.set_gid(slug("sweep", name))
+        for r in mine:
+            value = r["info"][key]
+            shade = 0.35 + 0.65 * (values.index(value) + 1) / len(values)
+            epochs = [e["epoch"] for e in r["epochs"]]
+            rate = [e["decay_rate"] for e in r["epochs"]]
+            (line,) = right.plot(epochs, rate, color=color, lw=1.4, alpha=shade,
+                                 label=name if value == mine[-1]["info"][key] else None)
+            line.set_gid(slug("decay", name, f"{key}-{value}"))
+            if r["reached"] is not None:
+                (mark,) = right.plot([r["reached"]], [rate[r["reached"]]], "o", color=color,
+                                     ms=7, mec="black", mew=0.8, alpha=shade)
+                mark.set_gid(slug("reached", name, f"{key}-{value}"))
+    left.axhline(runs[0]["chance"], color="0.4", lw=0.9, ls=":",
+                 label="chance" if metric == "accuracy" else "predict 1 (baseline)")
+    if len(values) > 2 and min(values) > 0:
+        left.set_xscale("log")
+        left.set_xticks(values, [str(v) for v in values])
+        left.minorticks_off()
+    left.set_xlabel({"distance": "distance d from the decisive word to the end",
+                     "steps": "sequence length T"}.get(key, key))
+    left.set_ylabel("final test accuracy" if metric == "accuracy" else "final test MSE")
+    if metric == "accuracy":
+        left.set_ylim(0.4, 1.02)
+    else:
+        left.set_yscale("log")
+    left.set_title(f"test {metric} against {key}", fontsize=10)
+    left.legend(fontsize=7.5, framealpha=0.85)
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    if logit:
+        right.set_yscale("logit")
+        low, high = min(rates), max(rates)
+        ticks = [t for t in (0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999,
+                             0.9999) if low / 1.5 <= t <= 1 - (1 - high) / 1.5]
+        right.set_yticks(ticks, [format(t, "g") for t in ticks])
+        right.minorticks_off()
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
+    right.set_xlabel("epoch (0: initial weights)")
+    right.set_ylabel("gradient decay rate per step")
+    target = runs[0]["target"]
+    right.set_title(f"decay rate while learning (lighter: smaller {key})", fontsize=10)
+    handles, labels = right.get_legend_handles_labels()
+    handles.append(Line2D([], [], ls="", marker="o", color="0.6", mec="black", ms=7))
+    labels.append(f"reached test {'acc' if metric == 'accuracy' else 'MSE'} "
+                  f"{'>=' if metric == 'accuracy' else '<='} {target:g}")
+    right.legend(handles, labels, fontsize=7.5, framealpha=0.85)
+    fig.suptitle(title or f"Test {metric} against {key}, and the gradient's decay while "
+                          "learning")
+    fig.tight_layout()
+    return fig
+
+
 MAX_PANELS = 12  # a sweep over more values shows the sweep plot alone
 
 
@@ -136,6 +220,7 @@ def learning_figures(result: dict) -> dict[str, object]:
     if len({r["info"][key] for r in runs}) <= MAX_PANELS:
         figures["curves"] = sweep_curves_figure(
             runs, key, f"{task}: test {runs[0]['metric']} per epoch, one panel per {key}")
-    figures["sweep"] = sweep_figure(runs, key, f"{task}: final test {runs[0]['metric']} "
-                                               f"after {result['config']['epochs']} epochs")
+    title = f"{task}: final test {runs[0]['metric']} after {result['config']['epochs']} epochs"
+    figures["sweep"] = (sweep_decay_figure(runs, key, title + ", and the gradient's decay rate")
+                        if has_decay(runs) else sweep_figure(runs, key, title))
     return figures

@@ -21,7 +21,7 @@ from derive_cells.emit.targets import inlined
 # The layer class every Torch module carries (derive/runtime_torch_layer.py), named CellLayer
 # there, and the module constants it reads, written here for each cell.
 LAYER = inlined("torch_layer.py")
-CONSTANTS = ("ROLES", "GATE_BIASES", "BIAS_PARAMS")
+CONSTANTS = ("ROLES", "GATE_BIASES", "BIAS_PARAMS", "CHRONO")
 
 ACRONYMS = ("lstm", "gru", "rnn", "mgu", "lru", "gla", "ssm")
 _WORD = re.compile(r"[A-Za-z0-9]+")  # the words of a spec name, between "_", "-" and "."
@@ -89,7 +89,49 @@ def roles(deriv: Derivation, plan: Plan) -> tuple[dict, dict]:
     return out, gates
 
 
-def _doc(name: str, cell, plan: Plan, role: dict, gates: dict, bias_params: list[str]) -> str:
+def chrono_gates(deriv: Derivation, gates: dict) -> dict[str, int]:
+    """The gates chrono initialisation (Tallec & Ollivier 2018) sets, with the sign of their
+    bias, +-log U(1, T_max - 1): a keeping gate, one with a bias whose equation multiplies a
+    previous state by it (+1: f in c = f * c_prev + ..., z in h = (1 - z) * n + z * h_prev) or by
+    one minus it (-1: Gamma_u in c = ... + (1 - Gamma_u) * c_prev); and the sigmoid gates with a
+    bias in the same equation's other terms, which let the input in (-1: the LSTM's i). Empty
+    when no keeping gate is known."""
+    import sympy
+
+    from derive_cells.functions import Sigmoid
+    from derive_cells.spec import prev as prev_name
+
+    cell = deriv.cell
+    expr_of = {t: e for t, e, _ in cell.equations}
+    out: dict[str, int] = {}
+    for state in cell.state:
+        if state not in expr_of:
+            continue
+        prev = next((s for s in expr_of[state].free_symbols if s.name == prev_name(state)), None)
+        if prev is None:
+            continue
+        expr = sympy.expand(expr_of[state])
+        coeff = expr.coeff(prev)
+        for g in gates:
+            sym = next((s for s in expr.free_symbols if s.name == g), None)
+            if sym is None or g in out:
+                continue
+            sign = 1 if coeff == sym else -1 if sympy.expand(coeff - (1 - sym)) == 0 else 0
+            if sign:
+                out[g] = sign
+        if not out:
+            continue
+        rest = expr - expr.coeff(prev) * prev
+        for g in gates:
+            if g not in out and isinstance(expr_of.get(g), Sigmoid) and any(
+                    s.name == g for s in rest.free_symbols):
+                out[g] = -1
+        return out
+    return out
+
+
+def _doc(name: str, cell, plan: Plan, role: dict, gates: dict, bias_params: list[str],
+         chrono: dict) -> str:
     state = tuple(cell.state)
     packed = all(n in plan.params for n in ("weight_ih", "weight_hh"))
     example = "f" if "f" in gates else next(iter(gates), None)
@@ -107,7 +149,8 @@ def _doc(name: str, cell, plan: Plan, role: dict, gates: dict, bias_params: list
         "call and return conventions:",
         None,
         f"    {name}(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,",
-        "        dropout=0.0, bidirectional=False, device=None, dtype=None, **gate_bias)",
+        "        dropout=0.0, bidirectional=False, device=None, dtype=None, init=None, tmax=None,",
+        "        **gate_bias)",
         f"    {call}",
         None,
         "input: (T, B, I), (B, T, I) with batch_first, (T, I) unbatched, or a PackedSequence "
@@ -139,6 +182,14 @@ def _doc(name: str, cell, plan: Plan, role: dict, gates: dict, bias_params: list
                  + "; ".join(f"{g} ({', '.join(bs)})" for g, bs in gates.items()) + ".")
     else:
         init += "This cell has no gate biases to set."
+    if chrono:
+        signs = ", ".join(f"{g} {'+' if v > 0 else '-'}log(u)" for g, v in chrono.items())
+        init += (f" init='chrono', tmax=N: chrono initialisation (Tallec & Ollivier 2018), per "
+                 f"unit u ~ U(1, N - 1) drawn from torch's generator, sets {signs} (each gate's "
+                 "first bias; its others 0) before the keyword gate biases "
+                 "(set_chrono_bias(tmax) does the same later).")
+    else:
+        init += " init='chrono' is refused: no gate keeps the previous state."
     if bias_params:
         init += f" bias=False: {', '.join(bias_params)} are not parameters and stay zero."
     prose += [None, init, None,
@@ -176,6 +227,7 @@ def add_layer(deriv: Derivation, plan: Plan, text: str, runtime: str) -> str:
     runtime section (which starts with runtime), and documented in the module docstring."""
     cell = deriv.cell
     role, gates = roles(deriv, plan)
+    chrono = chrono_gates(deriv, gates)
     name = class_name(cell.name, _top_level_names(text) | set(CONSTANTS))
     bias_params = [p for p, blocks in plan.params.items()
                    if all(role.get(b, ("",))[0] == "bias" for b in blocks)]
@@ -188,9 +240,12 @@ def add_layer(deriv: Derivation, plan: Plan, text: str, runtime: str) -> str:
         "others",
         f"GATE_BIASES = {_literal(gates)}",
         f"BIAS_PARAMS = {tuple(bias_params)!r}  # what bias=False leaves out",
+        "# chrono initialisation (init=\"chrono\"): gate -> the sign of its bias, +-log U(1, "
+        "tmax - 1)",
+        f"CHRONO = {_literal(chrono)}",
     ]
     layer = re.sub(r"\bCellLayer\b", name, LAYER.strip("\n"))
-    doc = _doc(name, cell, plan, role, gates, bias_params)
+    doc = _doc(name, cell, plan, role, gates, bias_params, chrono)
     end = text.index('\n"""', 3)  # the end of the module docstring
     text = text[:end] + "\n\n" + doc + text[end:]
     at = text.index(runtime)

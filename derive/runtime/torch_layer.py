@@ -16,6 +16,7 @@ BLOCKS: dict[str, tuple[str, ...]] = {}  # ... the per-equation blocks each para
 ROLES: dict[str, tuple[str, str | None]] = {}
 GATE_BIASES: dict[str, tuple[str, ...]] = {}
 BIAS_PARAMS: tuple[str, ...] = ()
+CHRONO: dict[str, int] = {}  # chrono initialisation: gate -> the sign of its bias
 
 
 def _dims(spec, I, H):  # the module's shape decoder
@@ -34,9 +35,17 @@ class CellLayer(torch.nn.Module):
     forward()."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, device=None, dtype=None, **gate_bias):
+                 dropout=0.0, bidirectional=False, device=None, dtype=None, init=None,
+                 tmax=None, **gate_bias):
         super().__init__()
         name = type(self).__name__
+        if init not in (None, "pytorch", "chrono"):
+            raise ValueError(f"{name}: init must be None, 'pytorch' or 'chrono', got {init!r}")
+        if (init == "chrono") != (tmax is not None):
+            raise ValueError(f"{name}: tmax goes with init='chrono' (and init='chrono' needs "
+                             f"tmax), got init={init!r}, tmax={tmax!r}")
+        if init == "chrono":
+            _chrono_check(name, tmax, bias)
         unknown = sorted(set(gate_bias) - set(GATE_BIASES))
         if unknown:
             raise TypeError(f"{name}: unknown keyword argument(s) {unknown}; the gates "
@@ -55,6 +64,7 @@ class CellLayer(torch.nn.Module):
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional = bool(bidirectional)
         self.gate_bias = dict(gate_bias)
+        self.init, self.tmax = init, tmax
         directions = 2 if bidirectional else 1
         self._layout = []  # per layer * directions + direction: (input size, {PARAMS: attribute})
         for layer in range(num_layers):
@@ -79,15 +89,19 @@ class CellLayer(torch.nn.Module):
                               ("bidirectional", False)):
             if getattr(self, what) != default:
                 s += f", {what}={getattr(self, what)}"
+        if self.init is not None:
+            s += f", init={self.init!r}" + (f", tmax={self.tmax}" if self.tmax is not None else "")
         return s + "".join(f", {g}={v}" for g, v in self.gate_bias.items())
 
     def reset_parameters(self):
-        """Every parameter from U(-1/sqrt(H), 1/sqrt(H)), as PyTorch; then the gate biases given
-        to the constructor."""
+        """Every parameter from U(-1/sqrt(H), 1/sqrt(H)), as PyTorch; then chrono initialisation
+        (init='chrono'); then the gate biases given to the constructor."""
         bound = self.hidden_size ** -0.5
         with torch.no_grad():
             for p in self.parameters():
                 p.uniform_(-bound, bound)
+        if self.init == "chrono":
+            self.set_chrono_bias(self.tmax)
         for gate, value in self.gate_bias.items():
             self.set_gate_bias(gate, value)
 
@@ -101,13 +115,32 @@ class CellLayer(torch.nn.Module):
             raise ValueError(f"gate {gate!r}: this {type(self).__name__} has no biases "
                              "(bias=False)")
         _finite_bias(type(self).__name__, gate, value)
+        for _, names in self._layout:
+            self._put_gate_bias(names, gate, value)
+
+    def set_chrono_bias(self, tmax, generator=None):
+        """Chrono initialisation (Tallec & Ollivier 2018, "Can recurrent neural networks warp
+        time?"): per unit, u ~ U(1, tmax - 1), one draw per layer and direction (from torch's
+        generator, or generator); each gate of CHRONO gets the pre-activation bias sign * log(u)
+        (its first bias; its others 0): the keeping gate log(u), an LSTM's input gate -log(u)."""
+        _chrono_check(type(self).__name__, tmax, self.bias)
+        H = self.hidden_size
+        for _, names in self._layout:
+            u = torch.empty(H, dtype=torch.float64).uniform_(1.0, float(tmax) - 1.0,
+                                                             generator=generator)
+            for gate, sign in CHRONO.items():
+                self._put_gate_bias(names, gate, sign * torch.log(u))
+
+    def _put_gate_bias(self, names, gate, value):
+        """One layer and direction: gate's first bias to value (a number or (H,)), the others 0."""
         H = self.hidden_size
         with torch.no_grad():
-            for _, names in self._layout:
-                for k, b in enumerate(GATE_BIASES[gate]):
-                    name, j = next((n, blocks.index(b)) for n, blocks in BLOCKS.items()
-                                   if b in blocks)
-                    getattr(self, names[name])[j * H:(j + 1) * H] = value if k == 0 else 0.0
+            for k, b in enumerate(GATE_BIASES[gate]):
+                name, j = next((n, blocks.index(b)) for n, blocks in BLOCKS.items()
+                               if b in blocks)
+                p = getattr(self, names[name])
+                v = value if k == 0 else 0.0
+                p[j * H:(j + 1) * H] = v.to(p) if isinstance(v, torch.Tensor) else v
 
     def forward(self, input, hx=None, lengths=None):
         """input: (T, B, I) ((B, T, I) with batch_first), (T, I), or a PackedSequence; T >= 1,
@@ -218,6 +251,19 @@ class CellLayer(torch.nn.Module):
             if self.dropout and layer < self.num_layers - 1:
                 x = torch.nn.functional.dropout(x, self.dropout, self.training)
         return x, [torch.stack(seq) for seq in finals]
+
+
+def _chrono_check(layer, tmax, bias):
+    """Refuse chrono initialisation without a keeping gate, without biases, or with a tmax that
+    is not a finite number > 2."""
+    if not CHRONO:
+        raise ValueError(f"{layer}: chrono initialisation needs a keeping gate (one that "
+                         "multiplies a previous state) with a bias; this cell has none")
+    if not bias:
+        raise ValueError(f"{layer}: chrono initialisation sets gate biases; bias=False has none")
+    if isinstance(tmax, bool) or not isinstance(tmax, (int, float)) or not 2 < tmax < 1e300:
+        raise ValueError(f"{layer}: tmax must be a finite number > 2 (u ~ U(1, tmax - 1)), "
+                         f"got {tmax!r}")
 
 
 def _finite_bias(layer, gate, value):

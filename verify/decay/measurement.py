@@ -43,6 +43,7 @@ class Setup:
     bias: float | None = None
     forget_bias: float | None = None
     dtype: str = "float64"
+    burn_in: int = 0  # steps run forward from a zero state before the T measured steps
 
 
 @dataclass
@@ -175,21 +176,43 @@ def _finite(values) -> list[float | None]:
 
 
 def measure(module, deriv: Derivation, setup: Setup, progress=None,
-            params: dict[str, np.ndarray] | None = None) -> Measurement:
+            params: dict[str, np.ndarray] | None = None, inputs: np.ndarray | None = None,
+            readout: np.ndarray | None = None, labels: np.ndarray | None = None,
+            theory: bool = True) -> Measurement:
     """Run the cell forward, propagate the read-out's adjoint back, and fit and predict rates.
-    params: the cell's parameters (as PARAMS) instead of those the setup draws."""
+
+    params: the cell's parameters (as PARAMS) instead of those the setup draws; inputs
+    (burn_in + T, B, I): the sequences instead of N(0, 1) draws (a probe batch of a task's own
+    sequences); readout (H,) and labels (B,) in {0, 1}: the read-out's weight and the targets
+    instead of drawn ones. The first setup.burn_in steps only run forward, from a zero state,
+    so that the T measured steps start from a state the inputs made (a zero start hides slow
+    decay). theory=False skips the prediction and the step Jacobians' spectra (which need
+    torch and cost most of the time): only the measured rates."""
     cell = deriv.cell
     T, B, H = setup.steps, setup.batch, setup.hidden
     I = setup.input_size or H
+    burn = int(setup.burn_in)
     dtype = np.float64 if setup.dtype == "float64" else np.float32
     rng = np.random.default_rng(setup.seed)
     drawn = make_params(module, deriv, setup, I, H, rng)
     params = drawn if params is None else {n: np.asarray(v, dtype) for n, v in params.items()}
-    x = (rng.standard_normal((T, B, I)) * setup.input_scale).astype(dtype)
+    x = (rng.standard_normal((burn + T, B, I)) * setup.input_scale).astype(dtype)
     w = rng.uniform(-1 / math.sqrt(H), 1 / math.sqrt(H), H)
     label = rng.integers(0, 2, B)
+    if inputs is not None:
+        if np.shape(inputs) != (burn + T, B, I):
+            raise SetupError(f"inputs must have shape {(burn + T, B, I)} (burn_in + steps, "
+                             f"batch, input size); got {np.shape(inputs)}")
+        x = np.asarray(inputs).astype(dtype)
+    if readout is not None:
+        w = np.asarray(readout, np.float64).reshape(H)
+    if labels is not None:
+        label = np.asarray(labels, np.float64).reshape(B)
 
     state = {s: np.zeros((B, H), dtype) for s in cell.state}
+    for t in range(burn):  # burn-in: forward only, nothing kept
+        state, _ = module.step_forward(x[t], state, params)
+    x = x[burn:]
     saved, trajectory = [], [state]
     for t in range(T):  # forward one step at a time, keeping each step's saved values
         state, cache = module.step_forward(x[t], state, params)
@@ -223,7 +246,7 @@ def measure(module, deriv: Derivation, setup: Setup, progress=None,
             _, current, _ = module.step_backward(current, saved[T - 1 - d], params)
         if progress and d and d % 1000 == 0:
             progress(f"{cell.name}: backward distance {d}/{T}")
-    return _summarize(module, deriv, setup, norms, trajectory, x, params, first)
+    return _summarize(module, deriv, setup, norms, trajectory, x, params, first, theory)
 
 
 def _output(cache, cell):
@@ -261,7 +284,8 @@ def _notes(deriv, norms, first: int, skip: int, rate) -> dict[str, str]:
     return notes
 
 
-def _summarize(module, deriv, setup, norms, trajectory, x, params, first=0) -> Measurement:
+def _summarize(module, deriv, setup, norms, trajectory, x, params, first=0,
+               theory: bool = True) -> Measurement:
     cell, T = deriv.cell, setup.steps
     finite = {s: np.isfinite(n).all(axis=1) for s, n in norms.items()}
     mean = {s: np.where(finite[s], np.where(finite[s][:, None], n, 0).mean(axis=1), -np.inf)
@@ -280,7 +304,11 @@ def _summarize(module, deriv, setup, norms, trajectory, x, params, first=0) -> M
             if 0 < r < 1:
                 tau[s] = -1 / math.log(r)
                 half[s] = math.log(2) / -math.log(r)
-    predicted, kind = _predict(module, deriv, params, x, trajectory)
+    if theory:
+        predicted, kind = _predict(module, deriv, params, x, trajectory)
+        spectrum = _jacobian_spectrum(module, cell, x, trajectory, params)
+    else:
+        predicted, kind, spectrum = dict.fromkeys(cell.state), dict.fromkeys(cell.state), {}
     leaves = {}
     for s in cell.state:
         below = np.nonzero(mean[s] < FLOAT32_MIN_NORMAL_LOG10)[0]
@@ -288,7 +316,7 @@ def _summarize(module, deriv, setup, norms, trajectory, x, params, first=0) -> M
     return Measurement(cell.name, T, setup.dtype, list(range(T)),
                        {s: _finite(mean[s]) for s in cell.state},
                        {s: _finite(spread[s]) for s in cell.state}, rate, predicted, kind, tau,
-                       half, _jacobian_spectrum(module, cell, x, trajectory, params), leaves,
+                       half, spectrum, leaves,
                        _notes(deriv, norms, first, skip, rate))
 
 
