@@ -4,7 +4,7 @@
 # `make fuzz` runs the property-based pipeline test with many random specs
 # (HYPOTHESIS_PROFILE=fuzz; the default profile, used by `make test`, runs a short fixed set);
 # `make learning` reruns the README's learning experiments, each single-threaded (the distance
-# sweep about 20 minutes on one core).
+# sweep about 30 minutes, adding about 8, reviews about 2).
 PYTHON ?= python3
 TORCH_CPU ?= torch==2.13.0
 

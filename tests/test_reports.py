@@ -229,8 +229,8 @@ def test_a_unicode_title_gives_a_pdf_that_shows_it(tmp_path):
 
 
 def test_a_distance_sweep_draws_small_panels_with_one_short_legend(tmp_path):
-    """The Learning section of a 30-run sweep (5 cells x 6 distances): one panel per distance,
-    one legend of the cells, no matplotlib warning."""
+    """The Learning section of the README's sweep (50 runs: 10 configurations x 5 distances): one
+    panel per distance, one legend of the configurations, no matplotlib warning."""
     import json
     import warnings
 
@@ -243,7 +243,7 @@ def test_a_distance_sweep_draws_small_panels_with_one_short_legend(tmp_path):
                          "distance.json").read_text())
     cells = list(dict.fromkeys(r["cell"] for r in result["runs"]))
     distances = sorted({r["info"]["distance"] for r in result["runs"]})
-    assert (len(result["runs"]), len(cells), len(distances)) == (30, 5, 6)
+    assert (len(result["runs"]), len(cells), len(distances)) == (50, 10, 5)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         figures = learning_figures(result)
@@ -258,7 +258,7 @@ def test_a_distance_sweep_draws_small_panels_with_one_short_legend(tmp_path):
         assert len(figures["sweep"].axes[0].get_legend().get_texts()) == len(cells) + 1
         page = render_html(Report([], "", result))
         tex, pdfs = render_latex(Report([], "", result), "r")
-    assert page.count('id="learning-curves-test_metric-') == 30
+    assert page.count('id="learning-curves-test_metric-') == 50
     assert 'id="learning-curves-test_metric-gru-distance_80"' in page
     assert sorted(pdfs) == ["r-learning-curves.pdf", "r-learning-sweep.pdf"]
     assert r"\includegraphics[width=\linewidth]{r-learning-curves.pdf}" in tex
@@ -277,9 +277,10 @@ def test_a_sweep_over_many_values_shows_the_sweep_plot_alone():
 
     result = json.loads((Path(__file__).parent.parent / "docs" / "learning" /
                          "distance.json").read_text())
+    cells = len({r["cell"] for r in result["runs"]})
     for k, run in enumerate(result["runs"]):
-        run["info"] = {**run["info"], "distance": 1 + k // 2}  # 15 distances
-    assert len({r["info"]["distance"] for r in result["runs"]}) == 15 > MAX_PANELS
+        run["info"] = {**run["info"], "distance": 1 + k // 2}  # 25 distances
+    assert len({r["info"]["distance"] for r in result["runs"]}) == 25 > MAX_PANELS
     figures = learning_figures(result)
     assert list(figures) == ["sweep"]
-    assert len(figures["sweep"].axes[0].get_legend().get_texts()) == 5 + 1
+    assert len(figures["sweep"].axes[0].get_legend().get_texts()) == cells + 1
